@@ -1,0 +1,167 @@
+"""The Python API: ``compress`` (modules and datasets), ``compress_by_name`` (names, as the CLI),
+``load_student`` (a saved compressed student back as a module)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+
+from .data.loaders import dataset_labels
+from .data.registry import load_dataset
+from .errors import CheckpointError, ConfigError, DataError
+from .models.registry import InputSpec, build_model
+from .models.weights import load_weights
+from .pipeline.outputs import STUDENT_SPEC, STUDENT_WEIGHTS
+from .pipeline.run import CompressionJob, run_compression
+from .pipeline.settings import CompressSettings
+from .training.reproducibility import seed_everything
+
+ModelArgument = Union[nn.Module, str]
+
+
+def _infer_spec(train: Union[Dataset, DataLoader]) -> InputSpec:
+    dataset = train.dataset if isinstance(train, DataLoader) else train
+    try:
+        sample = dataset[0][0]
+    except Exception as error:  # noqa: BLE001
+        raise DataError(f"cannot read a sample of the training data: {error}") from None
+    labels = dataset_labels(dataset)
+    if labels is None:
+        raise DataError("models given by name need labelled data (a TensorDataset or a dataset with .targets)")
+    shape = tuple(sample.shape)
+    if len(shape) == 1:
+        shape = (1, 1, shape[0])
+    if len(shape) != 3:
+        raise DataError(f"models given by name need (C, H, W) or (D,) samples, got shape {shape}")
+    return InputSpec(shape[0], shape[1], shape[2], int(labels.max()) + 1)
+
+
+def compress(
+    teacher: ModelArgument,
+    student: Optional[ModelArgument] = None,
+    train: Union[Dataset, DataLoader, None] = None,
+    test: Union[Dataset, DataLoader, None] = None,
+    *,
+    train_teacher: bool = False,
+    teacher_checkpoint: Optional[Union[str, Path]] = None,
+    out_dir: Optional[Union[str, Path]] = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    **settings: Any,
+) -> tuple[nn.Module, dict]:
+    """Distil ``teacher`` into a sparse variational student; return (finalized student, report).
+
+    Args:
+        teacher: a trained module, or a model name (``mlp:in-1200-1200-out``, ``timm:resnet18``...).
+        student: a module or model name of another architecture (trained from scratch), or None
+            for a copy of the teacher initialised from the teacher's weights.
+        train / test: any torch ``Dataset`` or ``DataLoader`` of (input, label).
+        train_teacher: train the teacher first (``teacher_epochs``, ``teacher_lr``).
+        teacher_checkpoint: local file with the teacher's state_dict.
+        out_dir: where to write report.json, student.pt, student.json (and checkpoints).
+        resume / overwrite: continue or replace the run in ``out_dir``.
+        **settings: any field of :class:`vs_plugin.pipeline.settings.CompressSettings`.
+    """
+    if train is None or test is None:
+        raise ConfigError("compress needs both a train and a test dataset (or DataLoader)")
+    config = CompressSettings.from_mapping(settings)
+    seed_everything(config.seed)  # models built by name get a repeatable initialisation
+    names = {}
+    spec = None
+    if isinstance(teacher, str) or isinstance(student, str):
+        spec = _infer_spec(train)
+    if isinstance(teacher, str):
+        names["teacher"] = teacher
+        teacher = build_model(teacher, spec)
+    if isinstance(student, str):
+        names["student"] = student
+        student = build_model(student, spec)
+    if not isinstance(teacher, nn.Module) or not (student is None or isinstance(student, nn.Module)):
+        raise ConfigError("teacher and student must be nn.Module instances or model names")
+    if teacher_checkpoint is not None:
+        load_weights(teacher, teacher_checkpoint)
+    job = CompressionJob(
+        teacher=teacher, student=student, train=train, test=test, settings=config, train_teacher=train_teacher,
+        spec=spec, names=names, out_dir=Path(out_dir) if out_dir else None, resume=resume, overwrite=overwrite,
+    )
+    return run_compression(job)
+
+
+def compress_by_name(
+    teacher: str,
+    student: Optional[str],
+    dataset: str,
+    *,
+    teacher_checkpoint: Optional[Union[str, Path]] = None,
+    data_dir: Optional[Union[str, Path]] = None,
+    download: bool = True,
+    image_size: Optional[int] = None,
+    out_dir: Optional[Union[str, Path]] = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    settings: Optional[CompressSettings] = None,
+    log: Optional[Callable[[str], None]] = None,
+) -> tuple[nn.Module, dict]:
+    """What ``vs-plugin compress`` does: build models and data by name, then compress.
+
+    ``student=None`` or ``"same"`` copies the teacher. Without ``teacher_checkpoint`` the teacher
+    is trained first for ``settings.teacher_epochs`` epochs. ``log`` receives the per-epoch lines.
+    """
+    settings = settings or CompressSettings()
+    seed_everything(settings.seed)  # repeatable model initialisation
+    bundle = load_dataset(dataset, Path(data_dir) if data_dir else None, download=download, image_size=image_size)
+    teacher_model = build_model(teacher, bundle.spec)
+    student_model = None if student in (None, "same") else build_model(student, bundle.spec)
+    if teacher_checkpoint is not None:
+        load_weights(teacher_model, teacher_checkpoint)
+    rerun = {
+        "teacher": teacher,
+        "student": student or "same",
+        "dataset": dataset,
+        "teacher_checkpoint": None if teacher_checkpoint is None else str(teacher_checkpoint),
+        "data_dir": None if data_dir is None else str(data_dir),
+        "image_size": image_size,
+    }
+    job = CompressionJob(
+        teacher=teacher_model,
+        student=student_model,
+        train=bundle.train,
+        test=bundle.test,
+        settings=settings,
+        train_teacher=teacher_checkpoint is None,
+        spec=bundle.spec,
+        names={"teacher": teacher, "student": None if student in (None, "same") else student, "dataset": bundle.name},
+        rerun=rerun,
+        test_split=bundle.test_split,
+        out_dir=Path(out_dir) if out_dir else None,
+        resume=resume,
+        overwrite=overwrite,
+        log=log,
+    )
+    return run_compression(job)
+
+
+def load_student(run_dir: Union[str, Path]) -> nn.Module:
+    """Rebuild the compressed student saved in ``run_dir`` (its spec JSON plus state_dict)."""
+    run_dir = Path(run_dir)
+    spec_path = run_dir / STUDENT_SPEC
+    try:
+        spec = json.loads(spec_path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{run_dir} holds no {STUDENT_SPEC}; is it the output folder of vs-plugin compress?") from None
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{spec_path} is not valid JSON: {error}") from None
+    if spec.get("model") is None or spec.get("input") is None:
+        raise CheckpointError(f"{spec_path} names no model architecture (the run used Python modules); load the state_dict into your own module")
+    channels, height, width = spec["input"]
+    model = build_model(spec["model"], InputSpec(channels, height, width, spec["num_classes"]))
+    load_weights(model, run_dir / spec.get("weights", STUDENT_WEIGHTS))
+    model.eval()
+    return model
+
+
+__all__ = ["compress", "compress_by_name", "load_student"]

@@ -1,0 +1,1 @@
+"""The ``vs-plugin`` command line: one module per subcommand."""

@@ -1,0 +1,43 @@
+"""The ``vs-plugin`` command: subcommands, and one-line errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from .._version import __version__
+from ..errors import VSPluginError
+from . import compress, listing
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+SUBCOMMANDS = (compress, listing)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vs-plugin", description="Compress neural networks by Variational Student distillation."
+    )
+    parser.add_argument("--version", action="version", version=f"vs-plugin {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except VSPluginError as error:
+        print(f"vs-plugin: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("vs-plugin: interrupted; an output folder keeps its last checkpoint (continue with --resume)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

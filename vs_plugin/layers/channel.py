@@ -1,0 +1,92 @@
+"""Per-output-channel (structured) variational layers: one multiplicative gate per channel.
+
+Our extension for structured pruning (METHOD.md, "Structured (channel) mode"), after group
+variational dropout in C. Louizos, K. Ullrich, M. Welling, "Bayesian Compression for Deep
+Learning", NeurIPS 2017. Output channel c is multiplied by a gate
+
+.. math::  z_c \\sim N(\\mu_c, \\sigma_c^2),\\qquad \\log\\alpha_c = \\log\\sigma_c^2 - \\log\\mu_c^2,
+
+with the same log-uniform prior and KL approximation as per-weight Sparse VD. The gate multiplies
+the whole channel output including its bias, so a removed channel outputs exactly zero. In training
+a gate value is drawn per example and channel (local reparametrisation at the gate level); at eval
+the gate is mu_c, or 0 when log_alpha_c >= threshold. The weights themselves are point estimates.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from . import functional as vf
+from .base import ConvMap, LinearMap, VariationalLayer
+
+
+class ChannelGateLayer(VariationalLayer):
+    """Variational layer with a Gaussian gate on each output channel (``gate_mu``, ``gate_log_sigma2``)."""
+
+    granularity = "channel"
+
+    def _init_variational_parameters(self, init_log_sigma2: float) -> None:
+        channels = self.weight.shape[0]
+        if "gate_mu" in self._parameters:
+            with torch.no_grad():
+                self.gate_mu.fill_(1.0)
+                self.gate_log_sigma2.fill_(init_log_sigma2)
+            return
+        factory = dict(device=self.weight.device, dtype=self.weight.dtype)
+        self.gate_mu = nn.Parameter(torch.ones(channels, **factory))
+        self.gate_log_sigma2 = nn.Parameter(torch.full((channels,), init_log_sigma2, **factory))
+
+    def log_alpha(self) -> Tensor:
+        return vf.log_alpha(self.gate_mu, self.gate_log_sigma2, self.log_alpha_clip)
+
+    def eval_gate(self) -> Tensor:
+        """Deterministic gate: mu_c for kept channels, 0 for pruned ones."""
+        return self.gate_mu * self.keep_mask().to(self.gate_mu.dtype)
+
+    def deterministic_weight_and_bias(self) -> tuple[Tensor, Optional[Tensor]]:
+        gate = self.eval_gate()
+        weight = self.weight * gate.view(-1, *([1] * (self.weight.dim() - 1)))
+        bias = None if self.bias is None else self.bias * gate
+        return weight, bias
+
+    def _broadcast(self, gate: Tensor, output: Tensor, axis: int) -> Tensor:
+        shape = [1] * output.dim()
+        shape[axis] = -1
+        return gate.view(shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.linear_map(x, self.weight, self.bias)
+        axis = self.channel_axis(h)
+        if not self.training:
+            return h * self._broadcast(self.eval_gate(), h, axis)
+        # One gate sample per example and channel: noise of shape (N, 1.., C, 1..).
+        noise_shape = [1] * h.dim()
+        noise_shape[axis] = h.shape[axis]
+        if axis != 0:
+            noise_shape[0] = h.shape[0]
+        eps = torch.randn(noise_shape, device=h.device, dtype=h.dtype)
+        mu = self._broadcast(self.gate_mu, h, axis)
+        sigma = self._broadcast(torch.exp(0.5 * self.gate_log_sigma2), h, axis)
+        return h * (mu + sigma * eps)
+
+
+class GatedLinear(LinearMap, ChannelGateLayer, nn.Linear):
+    """``nn.Linear`` with a variational gate on each output feature."""
+
+    plain_type = nn.Linear
+
+
+class GatedConv1d(ConvMap, ChannelGateLayer, nn.Conv1d):
+    """``nn.Conv1d`` with a variational gate on each output channel."""
+
+    plain_type = nn.Conv1d
+
+
+class GatedConv2d(ConvMap, ChannelGateLayer, nn.Conv2d):
+    """``nn.Conv2d`` (grouped and depthwise too) with a variational gate on each output channel."""
+
+    plain_type = nn.Conv2d

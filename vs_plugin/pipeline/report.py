@@ -1,0 +1,121 @@
+"""The report of a compression run (``report.json``) and its printed summary table."""
+
+from __future__ import annotations
+
+import platform
+from typing import Optional
+
+import torch
+
+from .._version import __version__
+from ..metrics.footprint import ModelFootprint
+
+REPORT_FORMAT = "vs-plugin-report/1"
+MEASUREMENT_NOTES = {
+    "weights": "weight tensors of Linear/Conv layers; biases, norm and other parameters counted apart as other_params",
+    "compression_vs_teacher": "teacher weights / student non-zero weights",
+    "compression_vs_dense_student": "student weights / student non-zero weights",
+    "memory_bytes": (
+        "student stored sparse: each weight tensor as CSR (out x fan_in) with 4-byte values, 2-byte column "
+        "indices when a row has < 65536 columns (else 4) and 4-byte row pointers, plus every other parameter "
+        "and floating-point buffer as dense fp32"
+    ),
+    "teacher.memory_bytes": "dense fp32: 4 bytes per parameter and floating-point buffer",
+    "memory_reduction_vs_teacher": "teacher dense fp32 bytes / student sparse bytes",
+    "accuracy": "top-1 on the test split named in dataset.test_split",
+}
+
+
+def model_section(footprint: ModelFootprint, accuracy: float, name: Optional[str]) -> dict:
+    return {
+        "name": name,
+        "accuracy": accuracy,
+        "params": footprint.params,
+        "weights": footprint.weights,
+        "other_params": footprint.other_params,
+        "nnz": footprint.nnz,
+        "sparsity": footprint.sparsity,
+        "dense_memory_bytes": footprint.dense_bytes,
+        "layers": [layer.to_dict() for layer in footprint.layers],
+    }
+
+
+def build_report(
+    *,
+    teacher: ModelFootprint,
+    teacher_accuracy: float,
+    student: ModelFootprint,
+    dense_student: ModelFootprint,
+    student_accuracy: float,
+    names: dict,
+    dataset: dict,
+    config: dict,
+    history: dict,
+    wall_time_s: float,
+    device: torch.device,
+) -> dict:
+    """Everything measured in one run; ratios say what they are against (see ``measurement``)."""
+    teacher_section = model_section(teacher, teacher_accuracy, names.get("teacher"))
+    teacher_section["memory_bytes"] = teacher.dense_bytes
+    student_section = model_section(student, student_accuracy, names.get("student"))
+    nnz = max(student.nnz, 1)
+    student_section.update(
+        {
+            "initialised_from": names.get("student_init"),
+            "compression_vs_teacher": teacher.weights / nnz,
+            "compression_vs_dense_student": dense_student.weights / nnz,
+            "memory_bytes": student.sparse_bytes,
+            "memory_reduction_vs_teacher": teacher.dense_bytes / student.sparse_bytes,
+            "accuracy_drop_vs_teacher": teacher_accuracy - student_accuracy,
+        }
+    )
+    return {
+        "format": REPORT_FORMAT,
+        "vs_plugin_version": __version__,
+        "dataset": dataset,
+        "teacher": teacher_section,
+        "student": student_section,
+        "measurement": MEASUREMENT_NOTES,
+        "history": history,
+        "config": config,
+        "wall_time_s": wall_time_s,
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+        },
+    }
+
+
+def summary_table(report: dict) -> str:
+    """A short human-readable table of the report's headline numbers."""
+    teacher, student = report["teacher"], report["student"]
+    rows = [
+        ("", "teacher", "student"),
+        ("model", str(teacher["name"]), str(student["name"])),
+        ("top-1 accuracy", f"{100 * teacher['accuracy']:.2f}%", f"{100 * student['accuracy']:.2f}%"),
+        ("weights", f"{teacher['weights']:,}", f"{student['weights']:,}"),
+        ("non-zero weights", f"{teacher['nnz']:,}", f"{student['nnz']:,}"),
+        ("sparsity", f"{100 * teacher['sparsity']:.2f}%", f"{100 * student['sparsity']:.2f}%"),
+        ("memory", _bytes(teacher["memory_bytes"]) + " dense", _bytes(student["memory_bytes"]) + " CSR"),
+    ]
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(width[i]) for i, cell in enumerate(row)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in width))
+    lines.append(
+        f"compression: {student['compression_vs_teacher']:.1f}x fewer non-zero weights than the teacher, "
+        f"{student['compression_vs_dense_student']:.1f}x vs the dense student; "
+        f"memory {student['memory_reduction_vs_teacher']:.1f}x smaller than the teacher"
+    )
+    lines.append(f"wall time: {report['wall_time_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def _bytes(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return str(count)

@@ -1,0 +1,172 @@
+"""Every setting of a compression run, validated, in one flat dataclass.
+
+The command line and ``vs_plugin.compress(**settings)`` share it; ``report.json`` stores it under
+``config`` so a run can be repeated with ``vs-plugin compress --config report.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Optional, Union
+
+from ..errors import ConfigError
+from ..layers import functional as vf
+from ..losses.objective import ObjectiveConfig
+from ..variationalize import INIT_LOG_SIGMA2_PRETRAINED, INIT_LOG_SIGMA2_SCRATCH, VariationalConfig
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class CompressSettings:
+    """Settings of ``vs-plugin compress`` / ``vs_plugin.compress``.
+
+    Training: ``epochs`` (student), ``teacher_epochs`` (only when the teacher is trained here),
+    ``batch_size``, ``lr``, ``teacher_lr``, ``seed``, ``device``, ``train_fraction`` (low-data
+    runs), ``num_workers``, ``progress``. Sparsification: see :class:`VariationalConfig`
+    (``init_log_sigma2=None`` picks -15 for a student copied from the teacher, -10 from scratch).
+    Loss: see :class:`ObjectiveConfig`; ``kl_warmup_epochs`` ramps the KL weight from 0 to 1
+    after ``kl_hold_epochs`` epochs at 0.
+    """
+
+    # training
+    epochs: int = 30
+    teacher_epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    teacher_lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    train_fraction: float = 1.0
+    num_workers: int = 0
+    progress: bool = True
+    # sparsification
+    granularity: str = "weight"
+    threshold: float = vf.DEFAULT_THRESHOLD
+    kl: str = "sparse_vd"
+    init_log_sigma2: Optional[float] = None
+    log_alpha_clip: float = vf.DEFAULT_LOG_ALPHA_CLIP
+    layer_types: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d")
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    head: bool = True
+    stem: bool = True
+    # loss
+    kd_weight: float = 1.0
+    temperature: float = 4.0
+    kd_reduction: str = "batchmean"
+    ce_weighting: str = "full"
+    kl_weight: float = 1.0
+    kl_warmup_epochs: float = 10.0
+    kl_hold_epochs: float = 0.0
+    bsr_weight: float = 0.0
+    bsr_norm: str = "l1_inf"
+    lp_gamma: float = 0.0
+    lp_k: int = 5
+    lp_sigma2: Union[float, str] = 2.0
+    lp_student_layer: Optional[str] = None
+    lp_teacher_layer: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("teacher_epochs", "num_workers", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "teacher_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.train_fraction <= 1:
+            raise ConfigError(f"train_fraction must lie in (0, 1], got {self.train_fraction}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.kl_warmup_epochs < 0 or self.kl_hold_epochs < 0:
+            raise ConfigError("kl_warmup_epochs and kl_hold_epochs must be >= 0")
+        # Build the nested configs once so that their own checks run now.
+        self.variational_config(student_from_teacher=False)
+        self.objective_config()
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "CompressSettings":
+        """Settings from a mapping; unknown keys are an error naming the accepted ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
+        converted = {k: tuple(v) if k in ("layer_types", "include", "exclude") and isinstance(v, list) else v for k, v in values.items()}
+        return cls(**converted)
+
+    def replace(self, **changes: Any) -> "CompressSettings":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def variational_config(self, student_from_teacher: bool) -> VariationalConfig:
+        init = self.init_log_sigma2
+        if init is None:
+            init = INIT_LOG_SIGMA2_PRETRAINED if student_from_teacher else INIT_LOG_SIGMA2_SCRATCH
+        return VariationalConfig(
+            granularity=self.granularity,
+            threshold=self.threshold,
+            init_log_sigma2=init,
+            kl=self.kl,
+            log_alpha_clip=self.log_alpha_clip,
+            layer_types=self.layer_types,
+            include=self.include,
+            exclude=self.exclude,
+            head=self.head,
+            stem=self.stem,
+        )
+
+    def objective_config(self) -> ObjectiveConfig:
+        return ObjectiveConfig(
+            kd_weight=self.kd_weight,
+            temperature=self.temperature,
+            kd_reduction=self.kd_reduction,
+            ce_weighting=self.ce_weighting,
+            kl_weight=self.kl_weight,
+            bsr_weight=self.bsr_weight,
+            bsr_norm=self.bsr_norm,
+            lp_gamma=self.lp_gamma,
+            lp_k=self.lp_k,
+            lp_sigma2=self.lp_sigma2,
+            lp_student_layer=self.lp_student_layer,
+            lp_teacher_layer=self.lp_teacher_layer,
+        )
+
+
+_NUMBER = (int, float)
+
+
+def _check_types(settings: CompressSettings) -> None:
+    """Reject values of the wrong type (a bool is not a number here) with the field's name."""
+    for field in fields(settings):
+        value = getattr(settings, field.name)
+        default = field.default
+        if value is None and (default is None or field.name == "init_log_sigma2"):
+            continue
+        if field.name in ("layer_types", "include", "exclude"):
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{field.name} must be a list of strings, got {value!r}")
+            object.__setattr__(settings, field.name, tuple(value))
+            continue
+        if field.name == "lp_sigma2":
+            ok = value == "median" or (isinstance(value, _NUMBER) and not isinstance(value, bool))
+        elif field.name in ("lp_student_layer", "lp_teacher_layer"):
+            ok = isinstance(value, str)
+        elif isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float) or field.name == "init_log_sigma2":
+            ok = isinstance(value, _NUMBER) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise ConfigError(f"setting {field.name} has the wrong type: {value!r}")
+        if isinstance(value, _NUMBER) and not isinstance(value, bool) and value != value:
+            raise ConfigError(f"setting {field.name} is NaN")

@@ -1,0 +1,1 @@
+"""Training: the epoch loop (``loop.py``), step functions (``steps.py``), seeds (``reproducibility.py``)."""

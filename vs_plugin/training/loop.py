@@ -1,0 +1,83 @@
+"""The epoch loop shared by teacher and student training: progress bars, NaN guard, metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from ..data.loaders import set_loader_epoch
+from ..errors import TrainingDiverged
+
+#: step(batch, global_step) -> loss terms of the batch; ``terms["loss"]`` is back-propagated.
+StepFunction = Callable[[tuple, int], dict]
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did: mean loss terms, test accuracy (if measured) and time."""
+
+    epoch: int
+    terms: dict[str, float]
+    seconds: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, **{k: round(v, 6) for k, v in self.terms.items()}, **self.extra, "seconds": round(self.seconds, 3)}
+
+
+def _check_finite(terms: dict, epoch: int, step: int, phase: str) -> None:
+    loss = terms["loss"]
+    if not torch.isfinite(loss):
+        detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        raise TrainingDiverged(
+            f"{phase} loss became {float(loss)} at epoch {epoch}, step {step} ({detail}); "
+            "lower the learning rate or the loss weights"
+        )
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable,
+    step: StepFunction,
+    *,
+    epoch: int,
+    first_global_step: int,
+    phase: str,
+    progress: bool,
+    total_epochs: int,
+    after_backward: Optional[Callable[[], None]] = None,
+) -> EpochRecord:
+    """One pass over ``batches``; returns the mean of every loss term."""
+    model.train()
+    set_loader_epoch(batches, epoch)
+    sums: dict[str, float] = {}
+    count = 0
+    started = time.perf_counter()
+    bar = tqdm(batches, desc=f"{phase} epoch {epoch + 1}/{total_epochs}", leave=False, disable=not progress, dynamic_ncols=True)
+    global_step = first_global_step
+    for batch in bar:
+        terms = step(batch, global_step)
+        _check_finite(terms, epoch + 1, global_step - first_global_step + 1, phase)
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        if after_backward is not None:
+            after_backward()
+        optimizer.step()
+        global_step += 1
+        count += 1
+        for key, value in terms.items():
+            sums[key] = sums.get(key, 0.0) + float(value.detach())
+        if progress and count % 10 == 0:
+            bar.set_postfix(loss=f"{sums['loss'] / count:.4f}")
+    bar.close()
+    means = {k: v / max(count, 1) for k, v in sums.items()}
+    if count and not math.isfinite(means.get("loss", 0.0)):
+        raise TrainingDiverged(f"{phase} loss is not finite after epoch {epoch + 1}")
+    return EpochRecord(epoch=epoch + 1, terms=means, seconds=time.perf_counter() - started)
