@@ -11,6 +11,7 @@ from ..api import compress_by_name
 from ..errors import ConfigError
 from ..pipeline.report import summary_table
 from ..pipeline.settings import CompressSettings
+from ..training.distributed import is_main_process
 from .settings_args import add_settings_arguments, read_config_file
 
 DEFAULT_TEACHER = "mlp:in-1200-1200-out"
@@ -74,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         settings=settings,
         log=None if args.quiet else tqdm.write,
     )
+    if not is_main_process():
+        return 0
     print(summary_table(report))
     print(f"wrote {args.out / 'report.json'}, {args.out / 'student.pt'} and {args.out / 'student.json'}")
     return 0

@@ -26,7 +26,8 @@ HELP = {
     "device": "auto, cpu or cuda",
     "train_fraction": "fraction of the training set to use, in (0, 1] (low-data regime; stratified, fixed by --seed)",
     "num_workers": "DataLoader worker processes for datasets read from disk",
-    "progress": "progress bars and per-epoch lines",
+    "progress": "progress bars",
+    "amp": "mixed precision for forward passes: off or bf16 (parameters, KL and BSR stay fp32)",
     "granularity": "weight (unstructured) or channel (one gate per output channel)",
     "threshold": "log alpha at or above which a weight/channel is pruned",
     "kl": "KL approximation: sparse_vd (Molchanov et al.) or vbd (Liu et al.)",
@@ -76,7 +77,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs["type"] = int
         elif isinstance(default, float) or field.name == "init_log_sigma2":
             kwargs["type"] = float
-        if field.name in ("device", "granularity", "kl", "kd_reduction", "ce_weighting", "bsr_norm"):
+        if field.name in ("device", "amp", "granularity", "kl", "kd_reduction", "ce_weighting", "bsr_norm"):
             kwargs["metavar"] = field.name.upper()
         group.add_argument(flag, **kwargs)
 

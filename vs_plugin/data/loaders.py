@@ -56,7 +56,9 @@ class InMemoryLoader:
 
     Shuffling depends only on ``seed`` and the epoch (:meth:`set_epoch`), so a resumed run
     sees the same batches. ``rank`` / ``world_size`` shard every epoch's permutation like
-    ``DistributedSampler`` (each rank gets ``ceil(N / world_size)`` samples, padded by wrapping).
+    ``DistributedSampler``: with ``pad=True`` (training) each rank gets ``ceil(N / world_size)``
+    samples, padded by wrapping, so every rank takes the same number of steps; with ``pad=False``
+    (evaluation) the shards are disjoint and together hold every sample exactly once.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class InMemoryLoader:
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        pad: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
@@ -78,6 +81,7 @@ class InMemoryLoader:
         self.drop_last = drop_last
         self.rank = rank
         self.world_size = world_size
+        self.pad = pad
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -91,15 +95,20 @@ class InMemoryLoader:
         else:
             order = torch.arange(n)
         if self.world_size > 1:
-            per_rank = math.ceil(n / self.world_size)
-            order = torch.cat([order, order[: per_rank * self.world_size - n]])
+            if self.pad:
+                per_rank = math.ceil(n / self.world_size)
+                order = torch.cat([order, order[: per_rank * self.world_size - n]])
             order = order[self.rank :: self.world_size]
         return order
 
     @property
     def num_samples(self) -> int:
         n = len(self.dataset)
-        return math.ceil(n / self.world_size) if self.world_size > 1 else n
+        if self.world_size == 1:
+            return n
+        if self.pad:
+            return math.ceil(n / self.world_size)
+        return len(range(self.rank, n, self.world_size))
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -117,20 +126,33 @@ BatchSource = Union[Dataset, DataLoader, InMemoryLoader]
 
 
 def make_loader(
-    data: BatchSource, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0, rank: int = 0, world_size: int = 1
+    data: BatchSource,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    pad: bool = True,
 ):
-    """A batch iterable for ``data``: given loaders are used as they are."""
+    """A batch iterable for ``data``: given loaders are used as they are.
+
+    ``rank`` / ``world_size`` shard the data for distributed runs (``pad``: see :class:`InMemoryLoader`).
+    """
     if isinstance(data, (DataLoader, InMemoryLoader)):
         return data
     if not isinstance(data, Dataset):
         raise DataError(f"expected a torch Dataset or DataLoader, got {type(data).__name__}")
     if isinstance(data, TensorDataset) and num_workers == 0:
-        return InMemoryLoader(data, batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
+        return InMemoryLoader(data, batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, pad=pad)
     sampler = None
     if world_size > 1:
-        from torch.utils.data.distributed import DistributedSampler
+        if pad:
+            from torch.utils.data.distributed import DistributedSampler
 
-        sampler = DistributedSampler(data, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+            sampler = DistributedSampler(data, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+        else:
+            sampler = list(range(rank, len(data), world_size))
     return EpochSeededDataLoader(
         data, seed=seed, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, num_workers=num_workers
     )

@@ -168,12 +168,13 @@ class VariationalStudentObjective(nn.Module):
             if teacher_logits is None:
                 raise ConfigError("kd_weight > 0 but no teacher logits were given")
             kd = kd_loss(student_logits.float(), teacher_logits.float(), cfg.temperature, cfg.kd_reduction)
-        kl = variational_kl(self._student[0]).to(zero.device) / self.num_train_samples if cfg.kl_weight > 0 else zero
-        bsr = self.bsr().to(zero.device) if self.bsr is not None else zero
+        with torch.autocast(device_type=zero.device.type, enabled=False):  # fp32 even under mixed precision
+            kl = variational_kl(self._student[0]).to(zero.device) / self.num_train_samples if cfg.kl_weight > 0 else zero
+            bsr = self.bsr().to(zero.device) if self.bsr is not None else zero
         lp = zero
         if cfg.lp_gamma > 0:
             if student_features is None or teacher_features is None:
                 raise ConfigError("lp_gamma > 0 but student or teacher features were not given")
-            lp = locality_preserving_loss(student_features, teacher_features, cfg.lp_k, cfg.lp_sigma2)
+            lp = locality_preserving_loss(student_features.float(), teacher_features.float(), cfg.lp_k, cfg.lp_sigma2)
         loss = cfg.ce_weight * ce + cfg.kd_weight * kd + cfg.kl_weight * beta * kl + cfg.bsr_weight * bsr + cfg.lp_gamma * lp
         return {"loss": loss, "ce": ce, "kd": kd, "kl": kl, "bsr": bsr, "lp": lp}

@@ -11,8 +11,11 @@ from ..errors import DataError
 
 
 @torch.no_grad()
-def evaluate_accuracy(model: nn.Module, batches: Iterable, device: Optional[torch.device] = None) -> float:
-    """Fraction of samples whose arg-max logit is the label (model in eval mode; mode restored after)."""
+def count_correct(model: nn.Module, batches: Iterable, device: Optional[torch.device] = None) -> tuple[int, int]:
+    """(correct, total) top-1 counts over ``batches`` (model in eval mode; mode restored after).
+
+    Counts rather than a ratio, so that shards of a distributed evaluation can be summed.
+    """
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -24,6 +27,12 @@ def evaluate_accuracy(model: nn.Module, batches: Iterable, device: Optional[torc
             total += targets.shape[0]
     finally:
         model.train(was_training)
+    return correct, total
+
+
+def evaluate_accuracy(model: nn.Module, batches: Iterable, device: Optional[torch.device] = None) -> float:
+    """Fraction of samples whose arg-max logit is the label."""
+    correct, total = count_correct(model, batches, device)
     if total == 0:
         raise DataError("cannot measure accuracy on an empty test set")
     return correct / total

@@ -53,6 +53,7 @@ def build_report(
     history: dict,
     wall_time_s: float,
     device: torch.device,
+    world_size: int = 1,
 ) -> dict:
     """Everything measured in one run; ratios say what they are against (see ``measurement``)."""
     teacher_section = model_section(teacher, teacher_accuracy, names.get("teacher"))
@@ -83,6 +84,7 @@ def build_report(
             "python": platform.python_version(),
             "torch": torch.__version__,
             "device": str(device),
+            "processes": world_size,
             "threads": torch.get_num_threads(),
             "machine": platform.machine(),
         },

@@ -16,6 +16,7 @@ from ..losses.objective import ObjectiveConfig
 from ..variationalize import INIT_LOG_SIGMA2_PRETRAINED, INIT_LOG_SIGMA2_SCRATCH, VariationalConfig
 
 DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("off", "bf16")
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,9 @@ class CompressSettings:
 
     Training: ``epochs`` (student), ``teacher_epochs`` (only when the teacher is trained here),
     ``batch_size``, ``lr``, ``teacher_lr``, ``seed``, ``device``, ``train_fraction`` (low-data
-    runs), ``num_workers``, ``progress``. Sparsification: see :class:`VariationalConfig`
+    runs), ``num_workers``, ``progress``, ``amp`` (``bf16`` autocast for forward passes;
+    parameters, KL and BSR stay fp32). ``batch_size`` is the global batch: under torchrun each
+    of the N processes takes batch_size / N. Sparsification: see :class:`VariationalConfig`
     (``init_log_sigma2=None`` picks -15 for a student copied from the teacher, -10 from scratch).
     Loss: see :class:`ObjectiveConfig`; ``kl_warmup_epochs`` ramps the KL weight from 0 to 1
     after ``kl_hold_epochs`` epochs at 0.
@@ -41,6 +44,7 @@ class CompressSettings:
     train_fraction: float = 1.0
     num_workers: int = 0
     progress: bool = True
+    amp: str = "off"
     # sparsification
     granularity: str = "weight"
     threshold: float = vf.DEFAULT_THRESHOLD
@@ -81,6 +85,8 @@ class CompressSettings:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.train_fraction <= 1:
             raise ConfigError(f"train_fraction must lie in (0, 1], got {self.train_fraction}")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.kl_warmup_epochs < 0 or self.kl_hold_epochs < 0:

@@ -34,7 +34,7 @@ class EpochRecord:
 def _check_finite(terms: dict, epoch: int, step: int, phase: str) -> None:
     loss = terms["loss"]
     if not torch.isfinite(loss):
-        detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
         raise TrainingDiverged(
             f"{phase} loss became {float(loss)} at epoch {epoch}, step {step} ({detail}); "
             "lower the learning rate or the loss weights"

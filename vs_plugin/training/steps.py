@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Optional
 
 import torch
 import torch.nn as nn
@@ -12,17 +13,28 @@ from ..features import FeatureTap
 from ..losses.kl import KLWarmup
 from ..losses.objective import VariationalStudentObjective
 
+AutocastFactory = Callable[[], ContextManager]
+
 
 class ClassifierStep:
-    """Plain cross-entropy step (used to train the teacher)."""
+    """Plain cross-entropy step (used to train the teacher).
 
-    def __init__(self, model: nn.Module, device: torch.device) -> None:
+    Args:
+        model: the module to call (a DistributedDataParallel wrapper in distributed runs).
+        device: where the batch goes.
+        autocast: returns the context the forward runs in (mixed precision), or a no-op.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, autocast: AutocastFactory = nullcontext) -> None:
         self.model = model
         self.device = device
+        self.autocast = autocast
 
     def __call__(self, batch: tuple, global_step: int) -> dict:
         inputs, targets = batch[0].to(self.device), batch[1].to(self.device)
-        loss = F.cross_entropy(self.model(inputs), targets)
+        with self.autocast():
+            logits = self.model(inputs)
+        loss = F.cross_entropy(logits.float(), targets)
         return {"loss": loss, "ce": loss.detach()}
 
     def close(self) -> None:
@@ -30,7 +42,18 @@ class ClassifierStep:
 
 
 class StudentStep:
-    """One Variational Student step: frozen teacher forward, student forward, every loss term."""
+    """One Variational Student step: frozen teacher forward, student forward, every loss term.
+
+    Args:
+        student: the module to call for the student (a DDP wrapper in distributed runs); the
+            objective holds the plain student for the KL and BSR terms.
+        teacher: the frozen teacher, or None when no term needs it.
+        objective: the VS objective.
+        warmup: the KL warm-up schedule (beta per global step).
+        device: where the batch goes.
+        autocast: returns the context the forward passes run in; the KL and BSR terms are
+            computed in fp32 by the objective whatever it is.
+    """
 
     def __init__(
         self,
@@ -39,27 +62,31 @@ class StudentStep:
         objective: VariationalStudentObjective,
         warmup: KLWarmup,
         device: torch.device,
+        autocast: AutocastFactory = nullcontext,
     ) -> None:
         self.student = student
         self.teacher = teacher
         self.objective = objective
         self.warmup = warmup
         self.device = device
+        self.autocast = autocast
         config = objective.config
         self.needs_teacher_logits = teacher is not None and config.kd_weight > 0
         self.taps: Optional[tuple[FeatureTap, FeatureTap]] = None
         if config.lp_gamma > 0:
-            self.taps = (FeatureTap(student, config.lp_student_layer), FeatureTap(teacher, config.lp_teacher_layer))
+            plain_student = getattr(student, "module", student)
+            self.taps = (FeatureTap(plain_student, config.lp_student_layer), FeatureTap(teacher, config.lp_teacher_layer))
         if teacher is not None:
             teacher.eval()
 
     def __call__(self, batch: tuple, global_step: int) -> dict:
         inputs, targets = batch[0].to(self.device), batch[1].to(self.device)
         teacher_logits = None
-        if self.teacher is not None and (self.needs_teacher_logits or self.taps is not None):
-            with torch.no_grad():
-                teacher_logits = self.teacher(inputs)
-        student_logits = self.student(inputs)
+        with self.autocast():
+            if self.teacher is not None and (self.needs_teacher_logits or self.taps is not None):
+                with torch.no_grad():
+                    teacher_logits = self.teacher(inputs)
+            student_logits = self.student(inputs)
         features = {}
         if self.taps is not None:
             features = {"student_features": self.taps[0].take(), "teacher_features": self.taps[1].take().detach()}

@@ -1,0 +1,162 @@
+"""The two training phases of a run (teacher, then student), checkpointed every epoch.
+
+Both phases run the same way in one process or under torchrun: the trained module is wrapped in
+DistributedDataParallel when the world size is above 1, metrics are summed over ranks, and only
+rank 0 writes checkpoints and prints.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+
+from ..losses.kl import KLWarmup
+from ..losses.objective import VariationalStudentObjective
+from ..metrics.accuracy import count_correct
+from ..metrics.footprint import model_footprint
+from ..training.distributed import DistributedContext, all_reduce_sum, gather_objects
+from ..training.loop import EpochRecord, train_one_epoch
+from ..training.reproducibility import restore_rng_state, rng_state
+from ..training.steps import ClassifierStep, StudentStep
+from .settings import CompressSettings
+
+CHECKPOINT_FORMAT = "vs-plugin-checkpoint/1"
+
+
+@dataclass
+class PhaseEnvironment:
+    """What both phases share: where to compute, what to read, where to report."""
+
+    settings: CompressSettings
+    device: torch.device
+    dist: DistributedContext
+    train_loader: object
+    test_loader: object
+    log: Callable[[str], None]
+    write_checkpoint: Optional[Callable[[dict], None]]  # None: no output folder, or not rank 0
+    settings_record: dict
+    history: dict
+
+    def autocast(self):
+        """bf16 autocast for forward passes when ``amp="bf16"``; parameters stay fp32."""
+        if self.settings.amp == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+
+def distributed_accuracy(model: nn.Module, env: PhaseEnvironment) -> float:
+    """Top-1 accuracy on the test split, each rank counting its disjoint shard."""
+    correct, total = count_correct(model, env.test_loader, env.device)
+    counts = all_reduce_sum(torch.tensor([correct, total], dtype=torch.float64, device=env.device), env.dist)
+    return float(counts[0] / counts[1])
+
+
+def _ddp(module: nn.Module, env: PhaseEnvironment) -> nn.Module:
+    if not env.dist.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [env.device.index] if env.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids)
+
+
+def _mean_over_ranks(record: EpochRecord, env: PhaseEnvironment) -> EpochRecord:
+    if not env.dist.enabled:
+        return record
+    keys = sorted(record.terms)
+    summed = all_reduce_sum(torch.tensor([record.terms[k] for k in keys], dtype=torch.float64, device=env.device), env.dist)
+    record.terms = {k: float(v) / env.dist.world_size for k, v in zip(keys, summed)}
+    return record
+
+
+def _save(env: PhaseEnvironment, phase: str, epoch: int, teacher: nn.Module, student: Optional[nn.Module], optimizer, global_step: int) -> None:
+    rng = gather_objects(rng_state(), env.dist)  # collective: every rank takes part
+    if env.write_checkpoint is None:
+        return
+    env.write_checkpoint(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "phase": phase,
+            "epoch": epoch,
+            "global_step": global_step,
+            "world_size": env.dist.world_size,
+            "teacher": teacher.state_dict(),
+            "student": None if student is None else student.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rng,
+            "history": env.history,
+            "settings": env.settings_record,
+        }
+    )
+
+
+def _resume(optimizer, checkpoint: dict, env: PhaseEnvironment) -> int:
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    restore_rng_state(checkpoint["rng"][env.dist.rank])
+    return checkpoint["epoch"]
+
+
+def _epoch_line(phase: str, record: EpochRecord, total: int) -> str:
+    parts = [f"{phase} epoch {record.epoch}/{total}", f"loss {record.terms['loss']:.4f}"]
+    parts += [f"{k} {v:.4f}" for k, v in record.terms.items() if k != "loss" and v]
+    parts += [f"{k} {v:.4f}" for k, v in record.extra.items()]
+    return " | ".join(parts) + f" | {record.seconds:.1f}s"
+
+
+def train_teacher(teacher: nn.Module, env: PhaseEnvironment, checkpoint: Optional[dict]) -> None:
+    """Train the teacher with cross-entropy for ``teacher_epochs`` (resuming mid-phase if asked)."""
+    settings = env.settings
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=settings.teacher_lr)
+    start = _resume(optimizer, checkpoint, env) if checkpoint is not None else 0
+    step = ClassifierStep(_ddp(teacher, env), env.device, env.autocast)
+    steps_per_epoch = len(env.train_loader)
+    for epoch in range(start, settings.teacher_epochs):
+        record = train_one_epoch(
+            teacher, optimizer, env.train_loader, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
+            phase="teacher", progress=settings.progress and env.dist.is_main, total_epochs=settings.teacher_epochs,
+        )
+        record = _mean_over_ranks(record, env)
+        record.extra["test_accuracy"] = distributed_accuracy(teacher, env)
+        env.history["teacher"].append(record.to_dict())
+        env.log(_epoch_line("teacher", record, settings.teacher_epochs))
+        _save(env, "teacher", epoch + 1, teacher, None, optimizer, 0)
+
+
+def train_student(
+    student: nn.Module,
+    teacher: nn.Module,
+    objective: VariationalStudentObjective,
+    env: PhaseEnvironment,
+    checkpoint: Optional[dict],
+) -> None:
+    """Train the variational student with the VS objective for ``epochs`` (resuming if asked)."""
+    settings = env.settings
+    steps_per_epoch = len(env.train_loader)
+    warmup = KLWarmup.from_epochs(settings.kl_warmup_epochs, steps_per_epoch, settings.kl_hold_epochs)
+    optimizer = torch.optim.Adam(student.parameters(), lr=settings.lr)
+    start = 0
+    if checkpoint is not None:
+        student.load_state_dict(checkpoint["student"])
+        start = _resume(optimizer, checkpoint, env)
+    step = StudentStep(
+        _ddp(student, env), teacher if objective.config.uses_teacher else None, objective, warmup, env.device, env.autocast
+    )
+    try:
+        for epoch in range(start, settings.epochs):
+            record = train_one_epoch(
+                student, optimizer, env.train_loader, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
+                phase="student", progress=settings.progress and env.dist.is_main, total_epochs=settings.epochs,
+            )
+            record = _mean_over_ranks(record, env)
+            record.extra["test_accuracy"] = distributed_accuracy(student, env)
+            record.extra["sparsity"] = model_footprint(student).sparsity
+            record.extra["beta"] = warmup.beta((epoch + 1) * steps_per_epoch - 1)
+            env.history["student"].append(record.to_dict())
+            env.log(_epoch_line("student", record, settings.epochs))
+            _save(env, "student", epoch + 1, teacher, student, optimizer, (epoch + 1) * steps_per_epoch)
+    finally:
+        step.close()
