@@ -34,9 +34,9 @@ class CompressSettings:
     """
 
     # training
-    epochs: int = 30
+    epochs: int = 60
     teacher_epochs: int = 20
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float = 1e-3
     teacher_lr: float = 1e-3
     seed: int = 0
