@@ -80,14 +80,15 @@ def test_wheel_maps_integrations_under_vs_plugin(wheel):
 
 def test_normal_install_imports_integrations(wheel, tmp_path):
     target = tmp_path / "site"
-    pip("install", "--no-deps", "-q", "--target", str(target), str(wheel))
+    pip("install", "--no-deps", "--ignore-installed", "-q", "--target", str(target), str(wheel))
     out = import_from(target, cwd=tmp_path)
     assert str(target / "vs_plugin" / "integrations" / "__init__.py") in out
 
 
 def test_editable_install_imports_integrations_from_the_repository(tmp_path):
     prefix = tmp_path / "prefix"
-    pip("install", "--no-deps", "--no-build-isolation", "-q", "-e", ".", "--prefix", str(prefix))
+    # --ignore-installed: never uninstall the environment's own vs-plugin while installing the copy under test.
+    pip("install", "--no-deps", "--no-build-isolation", "--ignore-installed", "-q", "-e", ".", "--prefix", str(prefix))
     site_dir = next(prefix.glob("lib/python*/site-packages"))
     out = import_from(site_dir, cwd=tmp_path)
     assert str(ROOT / "integrations" / "__init__.py") in out

@@ -8,11 +8,12 @@ from typing import Optional, Sequence
 
 from .._version import __version__
 from ..errors import VSPluginError
-from . import compress, listing
+from ..training.distributed import shutdown
+from . import compare, compress, listing, tune
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-SUBCOMMANDS = (compress, listing)
+SUBCOMMANDS = (compress, listing, compare, tune)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("vs-plugin: interrupted; an output folder keeps its last checkpoint (continue with --resume)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,7 +36,7 @@ def _check_finite(terms: dict, epoch: int, step: int, phase: str) -> None:
     if not torch.isfinite(loss):
         detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
         raise TrainingDiverged(
-            f"{phase} loss became {float(loss)} at epoch {epoch}, step {step} ({detail}); "
+            f"{phase} loss became {float(loss.detach())} at epoch {epoch}, step {step} ({detail}); "
             "lower the learning rate or the loss weights"
         )
 

@@ -1,0 +1,101 @@
+"""A ready-made NNI ``TorchEvaluator`` over a batch source, using the core's epoch loop.
+
+NNI's ``TorchEvaluator`` needs a training function that uses the optimizer and training step it
+is handed (NNI patches both) and stops after ``max_steps`` / ``max_epochs``. This module
+provides one, so compressing with NNI needs no boilerplate loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Callable, Iterable, Optional
+
+import nni
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from nni.compression import TorchEvaluator
+from torch import Tensor
+
+from vs_plugin.data.loaders import set_loader_epoch
+from vs_plugin.errors import ConfigError
+from vs_plugin.training.loop import train_one_epoch
+
+#: ``(batch, model) -> loss``: NNI's training_step signature.
+TrainingStep = Callable[[Any, nn.Module], Tensor]
+
+
+def cross_entropy_step(device: Optional[torch.device] = None) -> TrainingStep:
+    """A training step computing the cross-entropy of ``model(batch[0])`` against ``batch[1]``."""
+
+    def training_step(batch: Any, model: nn.Module) -> Tensor:
+        target_device = device or next(model.parameters()).device
+        inputs, targets = batch[0].to(target_device), batch[1].to(target_device)
+        return F.cross_entropy(model(inputs), targets)
+
+    return training_step
+
+
+def epoch_training_func(
+    batches: Iterable, on_epoch: Optional[Callable[[], None]] = None, progress: bool = False
+) -> Callable[..., None]:
+    """A ``training_func`` for ``TorchEvaluator`` looping over ``batches`` with the core's epoch loop.
+
+    It stops after ``max_steps`` optimizer steps or ``max_epochs`` epochs, whichever comes first
+    (one of them must be given: the pruners here always give one). ``on_epoch`` is called after
+    each (possibly partial) epoch.
+    """
+
+    def training_func(model, optimizers, training_step, lr_schedulers=None, max_steps=None, max_epochs=None, *args, **kwargs):
+        if max_steps is None and max_epochs is None:
+            raise ConfigError("the compressor gave neither max_steps nor max_epochs; this training function needs one")
+        optimizer = optimizers[0] if isinstance(optimizers, (list, tuple)) else optimizers
+        steps_per_epoch = len(batches)
+        epochs = max_epochs if max_epochs is not None else math.ceil(max_steps / steps_per_epoch)
+        total_steps = max_steps if max_steps is not None else epochs * steps_per_epoch
+        done = 0
+        for epoch in range(epochs):
+            if done >= total_steps:
+                break
+            set_loader_epoch(batches, epoch)
+            take = min(steps_per_epoch, total_steps - done)
+            source = batches if take == steps_per_epoch else itertools.islice(batches, take)
+            train_one_epoch(
+                model, optimizer, source, lambda batch, _: {"loss": training_step(batch, model)},
+                epoch=epoch, first_global_step=done, phase="nni", progress=progress, total_epochs=epochs,
+            )
+            done += take
+            for scheduler in (lr_schedulers if isinstance(lr_schedulers, (list, tuple)) else [lr_schedulers]):
+                if scheduler is not None:
+                    scheduler.step()
+            if on_epoch is not None:
+                on_epoch()
+
+    return training_func
+
+
+def make_torch_evaluator(
+    model: nn.Module,
+    batches: Iterable,
+    *,
+    training_step: Optional[TrainingStep] = None,
+    lr: float = 1e-3,
+    on_epoch: Optional[Callable[[], None]] = None,
+    progress: bool = False,
+) -> TorchEvaluator:
+    """A ``TorchEvaluator`` training ``model`` on ``batches`` with Adam (traced by ``nni.trace``).
+
+    Args:
+        model: the model the compressor will prune; the optimizer is built on its parameters.
+        batches: a re-iterable batch source with ``len()`` (DataLoader or the core's loaders).
+        training_step: ``(batch, model) -> loss``; default the cross-entropy on ``(inputs, labels)`` batches.
+        lr: Adam's learning rate.
+        on_epoch: called after every epoch (progress bars).
+        progress: show the core loop's per-epoch progress bar.
+    """
+    optimizer = nni.trace(torch.optim.Adam)(model.parameters(), lr=lr)
+    return TorchEvaluator(epoch_training_func(batches, on_epoch, progress), optimizer, training_step or cross_entropy_step())
+
+
+__all__ = ["make_torch_evaluator", "epoch_training_func", "cross_entropy_step", "TrainingStep"]

@@ -1,0 +1,96 @@
+"""``vs-plugin compare`` on digits: tables and plot written, expected rows, nothing written on bad input."""
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vs_plugin.cli.main import main
+from vs_plugin.compare.config import load_compare_config
+from vs_plugin.compare.runner import OUTPUT_FILES, _check_student, plan_runs
+from vs_plugin.models.registry import InputSpec, build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "configs").glob("compare-*.yaml"))
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+INPUTS = {"digits": InputSpec(1, 8, 8, 10), "fashion-mnist": InputSpec(1, 28, 28, 10)}
+
+TINY = {
+    "dataset": "digits",
+    "teacher": "mlp:in-64-out",
+    "student": "mlp:in-32-out",
+    "teacher_epochs": 2,
+    "dense_student_epochs": 1,
+    "epochs": 1,
+    "batch_size": 128,
+    "targets": [0.5, 0.8],
+    "device": "cpu",
+    "methods": [
+        {"name": "variational_student", "config_list": [{"op_types": ["Linear"], "sparse_threshold": 3.0}]},
+        {"name": "level", "config_list": [{"op_types": ["Linear"]}]},
+        {"name": "l1", "label": "l1-neurons", "config_list": [{"op_types": ["Linear"], "exclude_op_names": ["3"]}], "targets": [0.5]},
+    ],
+}
+
+
+def write_config(tmp_path, data):
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_compare_writes_markdown_csv_and_plot(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", "--config", str(write_config(tmp_path, TINY)), "--out", str(out), "--quiet"]) == 0
+    rows = read_rows(out / "comparison.csv")
+    assert [(r["method"], r["target"]) for r in rows] == [
+        ("teacher", ""), ("dense student", ""), ("variational_student", rows[2]["target"]),
+        ("level", "0.5"), ("level", "0.8"), ("l1-neurons", "0.5"),
+    ]
+    assert rows[2]["target_from"] == "achieved" and rows[2]["target"] == rows[2]["sparsity"]
+    teacher_weights = int(rows[0]["nnz"])
+    for row in rows[2:]:
+        assert 0 <= float(row["accuracy"]) <= 1 and float(row["wall_time_s"]) > 0
+        assert float(row["compression_vs_teacher"]) == pytest.approx(teacher_weights / int(row["nnz"]), rel=1e-5)
+    level = [r for r in rows if r["method"] == "level"]
+    student_weights = int(rows[1]["nnz"])
+    assert [int(r["nnz"]) for r in level] == [student_weights - int(64 * 32 * t) - int(32 * 10 * t) for t in (0.5, 0.8)]
+    markdown = (out / "comparison.md").read_text()
+    assert "| level | 0.800 |" in markdown and "| variational_student |" in markdown and "CSR" in markdown
+    assert (out / "comparison.png").read_bytes().startswith(PNG_MAGIC)
+    assert (out / "teacher.pt").is_file() and (out / "comparison.json").is_file()
+    assert "wrote" in capsys.readouterr().out
+    # A second run into the same folder needs --overwrite.
+    assert main(["compare", "--config", str(write_config(tmp_path, TINY)), "--out", str(out), "--quiet"]) == 2
+
+
+def test_a_config_list_selecting_nothing_fails_before_training_and_writes_nothing(tmp_path, capsys):
+    data = {**TINY, "methods": [{"name": "slim", "config_list": [{"op_types": ["BatchNorm1d"]}]}]}
+    out = tmp_path / "out"
+    assert main(["compare", "--config", str(write_config(tmp_path, data)), "--out", str(out), "--quiet"]) == 2
+    assert "selects no module" in capsys.readouterr().err
+    assert not any((out / name).exists() for name in OUTPUT_FILES)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_configs_are_valid_for_their_student(path):
+    config = load_compare_config(path)
+    runs = plan_runs(config)
+    assert {run.entry.name for run in runs} >= {"variational_student", "level", "l1"}
+    _check_student(runs, build_model(config.student, INPUTS[config.dataset]))
+
+
+@pytest.mark.slow
+def test_shipped_digits_config_runs_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    args = ["compare", "--config", str(ROOT / "configs" / "compare-digits.yaml"), "--out", str(out), "--quiet",
+            "--epochs", "1", "--teacher-epochs", "1", "--dense-student-epochs", "1"]
+    assert main(args) == 0
+    methods = {row["method"] for row in read_rows(out / "comparison.csv")}
+    assert methods == {"teacher", "dense student", "variational_student", "variational_student-ratio", "level", "l1", "taylor", "movement"}

@@ -1,0 +1,53 @@
+"""``vs-plugin tune``: NNI hyper-parameter search of the Variational Student's settings.
+
+Takes NNI's own experiment YAML (the file ``nnictl create --config`` takes), runs it on this
+machine and prints every trial and the best one's settings. NNI is imported only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..training.distributed import launched_by_torchrun
+
+DEFAULT_PORT = 8080
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "tune",
+        help="search the method's settings with an NNI experiment (TPE) on this machine",
+        description=(
+            "Run an NNI experiment config (NNI's YAML, e.g. configs/tune-digits.yml) locally: each trial trains "
+            "the Variational Student with the tuner's settings and reports accuracy and compression; the best "
+            "trial's settings are printed. The NNI manager is always stopped at the end."
+        ),
+    )
+    parser.add_argument("--config", type=Path, required=True, help="NNI experiment config (YAML)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port of NNI's manager and web UI (default {DEFAULT_PORT})")
+    parser.add_argument("--max-trials", type=int, help="override the config's maxTrialNumber")
+    parser.add_argument("--work-dir", type=Path, help="override the config's experimentWorkingDirectory (NNI's logs and trial output)")
+    parser.add_argument("--timeout", type=float, help="stop the experiment after this many seconds")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if launched_by_torchrun():
+        raise ConfigError("vs-plugin tune runs in one process (NNI's manager starts the trials itself); start it without torchrun")
+    if args.max_trials is not None and args.max_trials < 1:
+        raise ConfigError(f"--max-trials must be >= 1, got {args.max_trials}")
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be a TCP port number, got {args.port}")
+    from ..integrations.nni.experiment import best_trial, load_experiment_config, optimize_mode, run_experiment
+
+    config = load_experiment_config(args.config)
+    outcomes = run_experiment(config, port=args.port, max_trials=args.max_trials, work_dir=args.work_dir, timeout_s=args.timeout)
+    for outcome in sorted(outcomes, key=lambda o: o.trial_id):
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in outcome.metrics.items() if isinstance(v, (int, float)))
+        print(f"trial {outcome.trial_id}: {json.dumps(outcome.parameters, sort_keys=True)} -> {metrics}")
+    best = best_trial(outcomes, optimize_mode(config))
+    print(f"best trial {best.trial_id} (score {best.score:.4f}): {json.dumps(best.parameters, sort_keys=True)}")
+    return 0
