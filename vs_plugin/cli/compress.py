@@ -43,11 +43,83 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines (--no-progress keeps the lines)")
     add_settings_arguments(parser)
+    _add_structured_arguments(parser)
     parser.set_defaults(handler=run)
+
+
+#: Settings of the structured path (``--structured``); defaults live in
+#: ``vs_plugin.integrations.torch_pruning.StructuredSettings``. A config file may hold them under ``structured:``.
+STRUCTURED_KEYS = (
+    "prune_by", "target_macs", "pruning_ratio", "prune_steps", "global_pruning", "max_layer_ratio",
+    "gate_lr", "finetune_epochs", "latency_repeats", "latency_batch_sizes", "latency_threads",
+)
+
+
+def _add_structured_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("structured pruning: channel gates + torch-pruning (with --structured)")
+    group.add_argument(
+        "--structured", action="store_true",
+        help="train one gate per channel and remove channels physically with torch-pruning; report params, MACs and CPU "
+        "latency; write OUT/report.json and OUT/pruned.json + OUT/pruned.pt",
+    )
+    option = dict(default=argparse.SUPPRESS)
+    group.add_argument("--prune-by", dest="prune_by", choices=("macs", "ratio", "threshold"), help="what decides the channels removed (macs)", **option)
+    group.add_argument("--target-macs", dest="target_macs", type=float, help="keep at most this fraction of the dense student's MACs (0.5; 0.25 = 75%% fewer)", **option)
+    group.add_argument("--pruning-ratio", dest="pruning_ratio", type=float, help="fraction of channels removed with --prune-by ratio (0.5)", **option)
+    group.add_argument("--prune-steps", dest="prune_steps", type=int, help="pruning steps spread over the epochs, the last at the end (1)", **option)
+    group.add_argument("--global-pruning", dest="global_pruning", action=argparse.BooleanOptionalAction, help="rank channels of all layers together (on)", **option)
+    group.add_argument("--max-layer-ratio", dest="max_layer_ratio", type=float, help="most a layer may lose (0.9)", **option)
+    group.add_argument("--gate-lr", dest="gate_lr", type=float, help="learning rate of the channel gates (10 x --lr)", **option)
+    group.add_argument("--finetune-epochs", dest="finetune_epochs", type=int, help="CE + KD epochs after pruning (0)", **option)
+    group.add_argument("--latency-repeats", dest="latency_repeats", type=int, help="timed runs per batch size, median reported (20)", **option)
+    group.add_argument("--latency-batch-sizes", dest="latency_batch_sizes", type=int, nargs="+", help="batch sizes timed (1 64)", **option)
+    group.add_argument("--latency-threads", dest="latency_threads", type=int, help="CPU threads while timing (torch's default)", **option)
+
+
+def _structured_values(from_file, args: argparse.Namespace):
+    """Structured settings from the config file's ``structured:`` and the options, or None when off."""
+    if from_file is not None and not isinstance(from_file, (bool, dict)):
+        raise ConfigError(f"'structured' in the config file must be true/false or a mapping of settings, got {from_file!r}")
+    given = {key: getattr(args, key) for key in STRUCTURED_KEYS if hasattr(args, key)}
+    if not (args.structured or from_file):
+        if given:
+            raise ConfigError(f"--{next(iter(given)).replace('_', '-')} applies only with --structured")
+        return None
+    values = dict(from_file) if isinstance(from_file, dict) else {}
+    values.update(given)
+    return values
+
+
+def _run_structured(args: argparse.Namespace, run_values: dict, settings: CompressSettings, values: dict) -> int:
+    from ..integrations.torch_pruning.structured import run_structured
+    from ..integrations.torch_pruning.structured_report import summary_lines
+    from ..integrations.torch_pruning.structured_settings import StructuredSettings
+
+    if args.resume:
+        raise ConfigError("--resume is not supported with --structured; start the run again (use --overwrite)")
+    _, report = run_structured(
+        teacher=run_values.get("teacher", DEFAULT_TEACHER),
+        student=run_values.get("student", "same"),
+        dataset=run_values.get("dataset", DEFAULT_DATASET),
+        settings=settings,
+        structured=StructuredSettings.from_mapping(values),
+        teacher_checkpoint=run_values.get("teacher_checkpoint"),
+        data_dir=run_values.get("data_dir"),
+        download=not args.no_download,
+        image_size=run_values.get("image_size"),
+        out_dir=args.out,
+        overwrite=args.overwrite,
+        log=None if args.quiet else tqdm.write,
+    )
+    print(summary_table(report))
+    print("\n".join(summary_lines(report)))
+    print(f"wrote {args.out / 'report.json'}, {args.out / 'pruned.json'} and {args.out / 'pruned.pt'}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     values = read_config_file(args.config) if args.config else {}
+    structured = _structured_values(values.pop("structured", None), args)
     run_values = {key: values.pop(key) for key in RUN_KEYS if key in values}
     for key in RUN_KEYS:
         given = getattr(args, key, None)
@@ -61,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
     image_size = run_values.get("image_size")
     if image_size is not None and not isinstance(image_size, int):
         raise ConfigError(f"image_size must be an integer, got {image_size!r}")
+    if structured is not None:
+        return _run_structured(args, run_values, settings, structured)
     student, report = compress_by_name(
         teacher=run_values.get("teacher", DEFAULT_TEACHER),
         student=run_values.get("student", DEFAULT_STUDENT),
