@@ -92,3 +92,20 @@ def test_evaluation_shards_cover_the_test_set_once():
     data = torch.utils.data.TensorDataset(torch.arange(11).float(), torch.arange(11))
     seen = [int(i) for r in range(3) for batch in InMemoryLoader(data, 4, rank=r, world_size=3, pad=False) for i in batch[1]]
     assert sorted(seen) == list(range(11))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["compare", "--config", "configs/compare-digits.yaml", "--out", "x"], "vs-plugin compare runs in one process"),
+        (["tune", "--config", "configs/tune-digits.yml"], "vs-plugin tune runs in one process"),
+        (["compress", "--structured", "--out", "x"], "--structured runs in one process"),
+    ],
+)
+def test_single_process_commands_refuse_torchrun(monkeypatch, capsys, argv, message):
+    from vs_plugin.cli.main import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
