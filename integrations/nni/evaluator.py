@@ -94,7 +94,8 @@ def make_torch_evaluator(
         on_epoch: called after every epoch (progress bars).
         progress: show the core loop's per-epoch progress bar.
     """
-    optimizer = nni.trace(torch.optim.Adam)(model.parameters(), lr=lr)
+    # fused: PyTorch's single-kernel Adam, 12x faster than its default loop on CPU (see vs_plugin.training.optim).
+    optimizer = nni.trace(torch.optim.Adam)(model.parameters(), lr=lr, fused=True)
     return TorchEvaluator(epoch_training_func(batches, on_epoch, progress), optimizer, training_step or cross_entropy_step())
 
 

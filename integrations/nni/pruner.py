@@ -45,6 +45,7 @@ from vs_plugin.layers.base import VariationalLayer
 from vs_plugin.layers.registry import layer_kind_names
 from vs_plugin.losses.kl import KLWarmup
 from vs_plugin.losses.objective import ObjectiveConfig, VariationalStudentObjective
+from vs_plugin.training.optim import adam
 from vs_plugin.variationalize import INIT_LOG_SIGMA2_SCRATCH, VariationalConfig, variationalize
 
 from .compat import check_evaluator, record_optimizer_parameters, register_variational_settings
@@ -290,7 +291,7 @@ class VariationalStudentPruner(Pruner):
                 )
             evaluator.patch_optim_param_group(params)
             return
-        optimizer = torch.optim.Adam([p for group in params.values() for p in group], lr=float(self.variational_lr))
+        optimizer = adam([p for group in params.values() for p in group], lr=float(self.variational_lr))
         evaluator.patch_optimizer_step(before_step_tasks=[optimizer.step], after_step_tasks=[optimizer.zero_grad])
 
     def _register_trigger(self, evaluator: Evaluator) -> None:

@@ -17,6 +17,7 @@ from vs_plugin.losses.kl import KLWarmup
 from vs_plugin.losses.objective import ObjectiveConfig, VariationalStudentObjective
 from vs_plugin.metrics.accuracy import evaluate_accuracy
 from vs_plugin.training.loop import train_one_epoch
+from vs_plugin.training.optim import adam
 from vs_plugin.training.steps import StudentStep
 
 
@@ -59,7 +60,7 @@ def distill(
     partner = teacher if config.uses_teacher else None
     loss = VariationalStudentObjective(student, partner, config, num_train_samples=1).to(device)
     step = StudentStep(student, partner, loss, KLWarmup(end_step=0), device)
-    optimizer = torch.optim.Adam(student.parameters(), lr=lr)
+    optimizer = adam(student.parameters(), lr=lr)
     records = []
     try:
         steps_per_epoch = len(train_loader)

@@ -47,6 +47,7 @@ from vs_plugin.pipeline.report import build_report
 from vs_plugin.pipeline.settings import CompressSettings
 from vs_plugin.pipeline.validation import resolve_device
 from vs_plugin.training.loop import train_one_epoch
+from vs_plugin.training.optim import adam
 from vs_plugin.training.reproducibility import seed_everything
 from vs_plugin.training.steps import ClassifierStep, StudentStep
 from vs_plugin.variationalize import finalize
@@ -89,7 +90,7 @@ def train_teacher(
 ) -> list[dict]:
     """Train ``teacher`` with cross-entropy for ``settings.teacher_epochs`` epochs (Adam, ``teacher_lr``)."""
     teacher.to(device)
-    optimizer = torch.optim.Adam(teacher.parameters(), lr=settings.teacher_lr)
+    optimizer = adam(teacher.parameters(), lr=settings.teacher_lr)
     step = ClassifierStep(teacher, device)
     records = []
     for epoch in range(settings.teacher_epochs):
@@ -169,7 +170,7 @@ def train_structured(
     )
     student.to(device)
     gate_lr = structured.gate_lr if structured.gate_lr is not None else GATE_LR_FACTOR * settings.lr
-    optimizer = torch.optim.Adam(pruner.parameter_groups(settings.lr, gate_lr))
+    optimizer = adam(pruner.parameter_groups(settings.lr, gate_lr), lr=settings.lr)
     uses_teacher = objective.uses_teacher
     step = StudentStep(student, teacher if uses_teacher else None, pruner.objective, KLWarmup(end_step=0), device)
     student_history: list[dict] = []
@@ -200,7 +201,7 @@ def train_structured(
                 extra["steps"].append({"epoch": epoch + 1, "macs_before": done.macs_before, "macs_after": done.macs_after,
                                        "plan_items": len(done.plan), "channels_removed": sum(len(v) for v in done.removed.values())})
                 record.extra["macs_ratio"] = done.macs_after / pruner.initial_macs
-                optimizer = torch.optim.Adam(pruner.parameter_groups(settings.lr, gate_lr))
+                optimizer = adam(pruner.parameter_groups(settings.lr, gate_lr), lr=settings.lr)
             student_history.append(record.to_dict())
             log(epoch_line("student", student_history[-1], settings.epochs))
             if on_epoch is not None:

@@ -21,6 +21,7 @@ from ..losses.kl import KLWarmup
 from ..losses.objective import ObjectiveConfig, VariationalStudentObjective
 from ..training.loop import train_one_epoch
 from ..training.steps import ClassifierStep, StudentStep
+from ..training.optim import adam
 
 #: Called after every training epoch (progress bars).
 EpochCallback = Callable[[], None]
@@ -31,7 +32,7 @@ def train_classifier(
     phase: str = "teacher", on_epoch: Optional[EpochCallback] = None,
 ) -> None:
     """Cross-entropy training with Adam (the teacher)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = adam(model.parameters(), lr=lr)
     step = ClassifierStep(model, device)
     for epoch in range(epochs):
         train_one_epoch(model, optimizer, batches, step, epoch=epoch, first_global_step=epoch * len(batches),
@@ -92,7 +93,7 @@ def distil(
                 param.grad.mul_(mask)
 
     apply_masks()
-    optimizer = torch.optim.Adam(student.parameters(), lr=lr)
+    optimizer = adam(student.parameters(), lr=lr)
     step = distillation_step(student, teacher, kd_weight, temperature, num_train_samples, device)
     try:
         for epoch in range(epochs):

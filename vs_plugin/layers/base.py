@@ -53,9 +53,13 @@ class VariationalLayer(nn.Module):
     def _init_variational_parameters(self, init_log_sigma2: float) -> None:
         raise NotImplementedError
 
+    def variational_parameters(self) -> tuple[Tensor, Tensor]:
+        """(mean, log sigma^2) of the posterior of every variational unit (weight or channel gate)."""
+        raise NotImplementedError
+
     def log_alpha(self) -> Tensor:
         """Clipped log alpha of every variational unit (weight or channel)."""
-        raise NotImplementedError
+        return vf.log_alpha(*self.variational_parameters(), self.log_alpha_clip)
 
     def deterministic_weight_and_bias(self) -> tuple[Tensor, Optional[Tensor]]:
         """The eval-time weight and bias: pruned units set to zero."""
@@ -77,7 +81,7 @@ class VariationalLayer(nn.Module):
 
     def kl(self) -> Tensor:
         """Sum over the layer's units of KL(q || prior), with the configured approximation."""
-        return vf.KL_APPROXIMATIONS[self.kl_name](self.log_alpha()).sum()
+        return vf.kl_sum(*self.variational_parameters(), self.log_alpha_clip, self.kl_name)
 
     @classmethod
     def from_plain(cls, module: nn.Module, **variational_kwargs) -> "VariationalLayer":

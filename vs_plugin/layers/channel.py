@@ -20,7 +20,6 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from . import functional as vf
 from .base import ConvMap, LinearMap, VariationalLayer
 
 
@@ -40,8 +39,8 @@ class ChannelGateLayer(VariationalLayer):
         self.gate_mu = nn.Parameter(torch.ones(channels, **factory))
         self.gate_log_sigma2 = nn.Parameter(torch.full((channels,), init_log_sigma2, **factory))
 
-    def log_alpha(self) -> Tensor:
-        return vf.log_alpha(self.gate_mu, self.gate_log_sigma2, self.log_alpha_clip)
+    def variational_parameters(self) -> tuple[Tensor, Tensor]:
+        return self.gate_mu, self.gate_log_sigma2
 
     def eval_gate(self) -> Tensor:
         """Deterministic gate: mu_c for kept channels, 0 for pruned ones."""

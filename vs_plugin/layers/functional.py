@@ -68,6 +68,11 @@ KL_APPROXIMATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+def kl_sum(mean: Tensor, log_sigma2: Tensor, clip: float = DEFAULT_LOG_ALPHA_CLIP, kind: str = "sparse_vd") -> Tensor:
+    """Sum of the per-unit KL of ``kind`` at log alpha = log_alpha(mean, log_sigma2, clip)."""
+    return KL_APPROXIMATIONS[kind](log_alpha(mean, log_sigma2, clip)).sum()
+
+
 def local_reparametrisation_sample(mean: Tensor, var: Tensor) -> Tensor:
     """Sample pre-activations b ~ N(mean, var) (Kingma et al. 2015, local reparametrisation).
 

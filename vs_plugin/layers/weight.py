@@ -36,8 +36,8 @@ class SparseVDLayer(VariationalLayer):
         else:
             self.log_sigma2 = nn.Parameter(torch.full_like(self.weight, init_log_sigma2))
 
-    def log_alpha(self) -> Tensor:
-        return vf.log_alpha(self.weight, self.log_sigma2, self.log_alpha_clip)
+    def variational_parameters(self) -> tuple[Tensor, Tensor]:
+        return self.weight, self.log_sigma2
 
     def deterministic_weight_and_bias(self) -> tuple[Tensor, Optional[Tensor]]:
         return self.weight * self.keep_mask().to(self.weight.dtype), self.bias

@@ -10,14 +10,24 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..layers.base import VariationalLayer
+from ..layers.compiled import compiled_kl_sum
 
 
-def variational_kl(model: nn.Module) -> Tensor:
+def variational_kl(model: nn.Module, compiled: bool = False) -> Tensor:
     """Sum over the model's variational layers of KL(q(W) || p(W)) (each layer's own approximation).
+
+    Args:
+        model: any module; its variational layers contribute.
+        compiled: use the ``torch.compile``-d KL sum (same value, faster on long CPU runs; see
+            :mod:`vs_plugin.layers.compiled`).
 
     Returns a 0-dim tensor (zero when the model has no variational layer).
     """
-    terms = [m.kl() for m in model.modules() if isinstance(m, VariationalLayer)]
+    layers = [m for m in model.modules() if isinstance(m, VariationalLayer)]
+    if compiled:
+        terms = [compiled_kl_sum(*m.variational_parameters(), m.log_alpha_clip, m.kl_name) for m in layers]
+    else:
+        terms = [m.kl() for m in layers]
     if not terms:
         parameter = next(model.parameters(), None)
         return torch.zeros((), device=None if parameter is None else parameter.device)

@@ -22,7 +22,9 @@ from ..training.distributed import DistributedContext, all_reduce_sum, gather_ob
 from ..training.loop import EpochRecord, train_one_epoch
 from ..training.reproducibility import restore_rng_state, rng_state
 from ..training.steps import ClassifierStep, StudentStep
+from ..training.teacher_cache import with_cached_teacher
 from .settings import CompressSettings
+from ..training.optim import adam
 
 CHECKPOINT_FORMAT = "vs-plugin-checkpoint/1"
 
@@ -110,7 +112,7 @@ def _epoch_line(phase: str, record: EpochRecord, total: int) -> str:
 def train_teacher(teacher: nn.Module, env: PhaseEnvironment, checkpoint: Optional[dict]) -> None:
     """Train the teacher with cross-entropy for ``teacher_epochs`` (resuming mid-phase if asked)."""
     settings = env.settings
-    optimizer = torch.optim.Adam(teacher.parameters(), lr=settings.teacher_lr)
+    optimizer = adam(teacher.parameters(), lr=settings.teacher_lr)
     start = _resume(optimizer, checkpoint, env) if checkpoint is not None else 0
     step = ClassifierStep(_ddp(teacher, env), env.device, env.autocast)
     steps_per_epoch = len(env.train_loader)
@@ -137,18 +139,23 @@ def train_student(
     settings = env.settings
     steps_per_epoch = len(env.train_loader)
     warmup = KLWarmup.from_epochs(settings.kl_warmup_epochs, steps_per_epoch, settings.kl_hold_epochs)
-    optimizer = torch.optim.Adam(student.parameters(), lr=settings.lr)
+    optimizer = adam(student.parameters(), lr=settings.lr)
     start = 0
     if checkpoint is not None:
         student.load_state_dict(checkpoint["student"])
         start = _resume(optimizer, checkpoint, env)
-    step = StudentStep(
-        _ddp(student, env), teacher if objective.config.uses_teacher else None, objective, warmup, env.device, env.autocast
-    )
+    uses_teacher = objective.config.uses_teacher
+    batches = env.train_loader
+    if uses_teacher and settings.cache_teacher:
+        batches = with_cached_teacher(
+            batches, teacher, env.device, feature_layer=objective.config.lp_teacher_layer,
+            with_features=objective.config.lp_gamma > 0, autocast=env.autocast,
+        )
+    step = StudentStep(_ddp(student, env), teacher if uses_teacher else None, objective, warmup, env.device, env.autocast)
     try:
         for epoch in range(start, settings.epochs):
             record = train_one_epoch(
-                student, optimizer, env.train_loader, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
+                student, optimizer, batches, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
                 phase="student", progress=settings.progress and env.dist.is_main, total_epochs=settings.epochs,
             )
             record = _mean_over_ranks(record, env)

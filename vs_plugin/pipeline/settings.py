@@ -26,7 +26,8 @@ class CompressSettings:
     Training: ``epochs`` (student), ``teacher_epochs`` (only when the teacher is trained here),
     ``batch_size``, ``lr``, ``teacher_lr``, ``seed``, ``device``, ``train_fraction`` (low-data
     runs), ``num_workers``, ``progress``, ``amp`` (``bf16`` autocast for forward passes;
-    parameters, KL and BSR stay fp32). ``batch_size`` is the global batch: under torchrun each
+    parameters, KL and BSR stay fp32), ``cache_teacher`` (compute the frozen teacher's outputs once
+    per training sample when the data is in memory; the same numbers, less time). ``batch_size`` is the global batch: under torchrun each
     of the N processes takes batch_size / N. Sparsification: see :class:`VariationalConfig`
     (``init_log_sigma2=None`` picks -15 for a student copied from the teacher, -10 from scratch).
     Loss: see :class:`ObjectiveConfig`; ``kl_warmup_epochs`` ramps the KL weight from 0 to 1
@@ -45,6 +46,7 @@ class CompressSettings:
     num_workers: int = 0
     progress: bool = True
     amp: str = "off"
+    cache_teacher: bool = True
     # sparsification
     granularity: str = "weight"
     threshold: float = vf.DEFAULT_THRESHOLD
@@ -71,6 +73,7 @@ class CompressSettings:
     lp_sigma2: Union[float, str] = 2.0
     lp_student_layer: Optional[str] = None
     lp_teacher_layer: Optional[str] = None
+    compile_kl: bool = False
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -142,6 +145,7 @@ class CompressSettings:
             lp_sigma2=self.lp_sigma2,
             lp_student_layer=self.lp_student_layer,
             lp_teacher_layer=self.lp_teacher_layer,
+            compile_kl=self.compile_kl,
         )
 
 

@@ -81,15 +81,21 @@ class StudentStep:
 
     def __call__(self, batch: tuple, global_step: int) -> dict:
         inputs, targets = batch[0].to(self.device), batch[1].to(self.device)
-        teacher_logits = None
+        # Batches may carry the teacher's outputs, computed once (see training/teacher_cache.py).
+        teacher_logits = batch[2].to(self.device) if len(batch) > 2 else None
+        teacher_features = batch[3].to(self.device) if len(batch) > 3 else None
+        teacher_needed = self.teacher is not None and (self.needs_teacher_logits or self.taps is not None)
+        run_teacher = teacher_needed and (teacher_logits is None or (self.taps is not None and teacher_features is None))
         with self.autocast():
-            if self.teacher is not None and (self.needs_teacher_logits or self.taps is not None):
+            if run_teacher:
                 with torch.no_grad():
                     teacher_logits = self.teacher(inputs)
             student_logits = self.student(inputs)
         features = {}
         if self.taps is not None:
-            features = {"student_features": self.taps[0].take(), "teacher_features": self.taps[1].take().detach()}
+            if run_teacher:
+                teacher_features = self.taps[1].take().detach()
+            features = {"student_features": self.taps[0].take(), "teacher_features": teacher_features}
         terms = self.objective(
             student_logits, teacher_logits, targets, beta=self.warmup.beta(global_step), **features
         )
