@@ -53,6 +53,7 @@ HELP = {
     "lp_sigma2": "heat-kernel width of the locality-preserving loss, or 'median'",
     "lp_student_layer": "student feature layer (default: input of the head)",
     "lp_teacher_layer": "teacher feature layer (default: input of the head)",
+    "threshold_sweep": "also report accuracy and sparsity at these log alpha thresholds",
     "compile_kl": "compute the KL term with torch.compile (same value; ~3x cheaper KL on long CPU runs, ~10 s to compile)",
 }
 
@@ -73,6 +74,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
             kwargs["nargs"] = "*"
+            if field.name == "threshold_sweep":
+                kwargs["type"] = float
         elif field.name == "lp_sigma2":
             kwargs["type"] = _number_or_median
         elif isinstance(default, int):

@@ -23,7 +23,7 @@ from ..losses.objective import VariationalStudentObjective
 from ..metrics.footprint import model_footprint
 from ..models.registry import InputSpec
 from ..training.distributed import DistributedContext, barrier, broadcast_object, init_distributed, process_device
-from ..variationalize import finalize, variationalize
+from ..variationalize import finalize, set_threshold, variationalize
 from .outputs import RunDirectory
 from .phases import CHECKPOINT_FORMAT, PhaseEnvironment, distributed_accuracy, train_student, train_teacher
 from .report import build_report
@@ -31,7 +31,7 @@ from .settings import CompressSettings
 from .validation import check_labels, check_models_fit_data, first_batch, infer_num_classes, resolve_device
 
 #: Settings that may differ when resuming (more epochs, another device, a quiet terminal).
-RESUMABLE_CHANGES = ("epochs", "device", "progress", "num_workers", "cache_teacher", "compile_kl")
+RESUMABLE_CHANGES = ("epochs", "device", "progress", "num_workers", "cache_teacher", "compile_kl", "threshold_sweep")
 
 
 @dataclass
@@ -176,6 +176,7 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
     ).to(env.device)
     train_student(student, teacher, objective, env, checkpoint if teacher_done else None)
 
+    sweep = threshold_sweep(student, settings.threshold_sweep, settings.threshold, env)
     finalize(student)
     student.eval()
     student_accuracy = distributed_accuracy(student, env)
@@ -204,4 +205,17 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
         device=env.device,
         world_size=env.dist.world_size,
     )
+    if sweep:
+        report["student"]["threshold_sweep"] = sweep
     return student, report
+
+
+def threshold_sweep(student: nn.Module, thresholds, threshold: float, env: PhaseEnvironment) -> list[dict]:
+    """Accuracy and sparsity of the trained variational student at other log alpha thresholds."""
+    points = []
+    for value in thresholds:
+        set_threshold(student, value)
+        footprint = model_footprint(student)
+        points.append({"threshold": value, "accuracy": distributed_accuracy(student, env), "sparsity": footprint.sparsity, "nnz": footprint.nnz})
+    set_threshold(student, threshold)
+    return points

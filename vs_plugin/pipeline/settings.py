@@ -16,6 +16,7 @@ from ..losses.objective import ObjectiveConfig
 from ..variationalize import INIT_LOG_SIGMA2_PRETRAINED, INIT_LOG_SIGMA2_SCRATCH, VariationalConfig
 
 DEVICES = ("auto", "cpu", "cuda")
+TUPLE_FIELDS = ("layer_types", "include", "exclude", "threshold_sweep")
 AMP_MODES = ("off", "bf16")
 
 
@@ -31,7 +32,9 @@ class CompressSettings:
     of the N processes takes batch_size / N. Sparsification: see :class:`VariationalConfig`
     (``init_log_sigma2=None`` picks -15 for a student copied from the teacher, -10 from scratch).
     Loss: see :class:`ObjectiveConfig`; ``kl_warmup_epochs`` ramps the KL weight from 0 to 1
-    after ``kl_hold_epochs`` epochs at 0.
+    after ``kl_hold_epochs`` epochs at 0. Measurement: ``threshold_sweep`` lists other log alpha
+    thresholds at which the trained student's accuracy and sparsity are also reported (one
+    training, a whole accuracy-sparsity curve).
     """
 
     # training
@@ -74,6 +77,8 @@ class CompressSettings:
     lp_student_layer: Optional[str] = None
     lp_teacher_layer: Optional[str] = None
     compile_kl: bool = False
+    # measurement
+    threshold_sweep: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -92,6 +97,9 @@ class CompressSettings:
             raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        for value in self.threshold_sweep:
+            if not -self.log_alpha_clip < value <= self.log_alpha_clip:
+                raise ConfigError(f"threshold_sweep values must lie in (-{self.log_alpha_clip}, {self.log_alpha_clip}], got {value}")
         if self.kl_warmup_epochs < 0 or self.kl_hold_epochs < 0:
             raise ConfigError("kl_warmup_epochs and kl_hold_epochs must be >= 0")
         # Build the nested configs once so that their own checks run now.
@@ -105,7 +113,7 @@ class CompressSettings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
-        converted = {k: tuple(v) if k in ("layer_types", "include", "exclude") and isinstance(v, list) else v for k, v in values.items()}
+        converted = {k: tuple(v) if k in TUPLE_FIELDS and isinstance(v, list) else v for k, v in values.items()}
         return cls(**converted)
 
     def replace(self, **changes: Any) -> "CompressSettings":
@@ -163,6 +171,11 @@ def _check_types(settings: CompressSettings) -> None:
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{field.name} must be a list of strings, got {value!r}")
             object.__setattr__(settings, field.name, tuple(value))
+            continue
+        if field.name == "threshold_sweep":
+            if isinstance(value, (str, bytes)) or not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"threshold_sweep must be a list of numbers, got {value!r}")
+            object.__setattr__(settings, field.name, tuple(float(v) for v in value))
             continue
         if field.name == "lp_sigma2":
             ok = value == "median" or (isinstance(value, _NUMBER) and not isinstance(value, bool))

@@ -1,0 +1,97 @@
+"""``vs-plugin experiment``: rows x seeds x fractions, mean ± spread, matched targets, resume."""
+
+import json
+
+import pytest
+import yaml
+
+from vs_plugin.cli.main import main
+from vs_plugin.errors import ConfigError
+from vs_plugin.experiments import parse_experiment
+
+TINY = {
+    "name": "tiny",
+    "dataset": "digits",
+    "teacher": "mlp:in-64-out",
+    "teacher_epochs": 2,
+    "seeds": [0, 1],
+    "epochs": 2,
+    "batch_size": 64,
+    "dense_student_epochs": 1,
+    "student": "mlp:in-32-out",
+    "settings": {"threshold_sweep": [1.0, 3.0, 5.0]},
+    "rows": [
+        {"label": "VS", "kind": "compress"},
+        {"label": "Sparse VD alone", "kind": "compress", "settings": {"kd_weight": 0.0}},
+        {"label": "KD alone", "kind": "kd"},
+        {"label": "Level at VS", "kind": "method", "method": "level", "config_list": [{"op_types": ["Linear"]}], "match": "VS"},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("experiment")
+    config = folder / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    assert main(["experiment", "--config", str(config), "--out", str(folder / "out"), "--quiet"]) == 0
+    return folder
+
+
+def test_tables_plots_and_raw_results(tiny_run):
+    out = tiny_run / "out"
+    for name in ("summary.md", "summary.csv", "results.json", "accuracy_vs_compression.png", "threshold_curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert len(results) == 2 * 4  # seeds x rows
+    markdown = (out / "summary.md").read_text()
+    for label in ("VS", "Sparse VD alone", "KD alone", "Level at VS"):
+        assert f"| {label} |" in markdown
+    assert "±" in markdown and "| 2 |" in markdown  # two seeds each
+    by = {(r["label"], r["seed"]): r for r in results}
+    for seed in (0, 1):
+        # The baseline is pruned to exactly the sparsity the VS row reached with the same seed.
+        assert by[("Level at VS", seed)]["target"] == pytest.approx(by[("VS", seed)]["sparsity"], abs=1e-6)
+        assert by[("Level at VS", seed)]["sparsity"] == pytest.approx(by[("VS", seed)]["sparsity"], abs=0.01)
+        assert by[("KD alone", seed)]["sparsity"] == 0
+        assert len(by[("VS", seed)]["threshold_sweep"]) == 3
+    assert by[("VS", 0)]["accuracy"] != by[("VS", 1)]["accuracy"] or by[("VS", 0)]["nnz"] != by[("VS", 1)]["nnz"]
+
+
+def test_rerun_reuses_finished_rows(tiny_run):
+    out = tiny_run / "out"
+    row = out / "rows" / "fraction-1" / "seed-0" / "vs.json"
+    before = row.stat().st_mtime_ns
+    assert main(["experiment", "--config", str(tiny_run / "tiny.yaml"), "--out", str(out), "--quiet"]) == 0
+    assert row.stat().st_mtime_ns == before
+
+
+def test_low_data_fractions_and_plot(tmp_path):
+    config = {**TINY, "seeds": [0], "train_fractions": [0.1, 1.0], "epochs_by_fraction": {0.1: 3},
+              "rows": [{"label": "VS", "kind": "compress"}, {"label": "KD alone", "kind": "kd"}]}
+    path = tmp_path / "low.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["experiment", "--config", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert (tmp_path / "out" / "low_data.png").stat().st_size > 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    low = [r for r in results if r["fraction"] == 0.1]
+    assert {r["epochs"] for r in low} == {3} and len(low) == 2
+    assert "**10% of the training set**" in (tmp_path / "out" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"rows": [{"label": "x", "kind": "magic"}]}, "kind must be one of"),
+        ({"rows": [{"label": "x", "kind": "method", "method": "level"}]}, "exactly one of 'target' and 'match'"),
+        ({"rows": [{"label": "a", "kind": "kd"}, {"label": "b", "kind": "method", "method": "level", "match": "a"}]}, "earlier compress row"),
+        ({"rows": [{"label": "a", "kind": "compress", "settings": {"temprature": 1}}]}, "unknown setting"),
+        ({"train_fractions": [0.5]}, "run on the full training set"),
+        ({"seeds": []}, "at least one seed"),
+        ({"colour": "red"}, "unknown experiment key"),
+        ({"rows": [{"label": "a", "kind": "kd"}, {"label": "a", "kind": "kd"}]}, "unique"),
+    ],
+)
+def test_bad_experiment_configs(change, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_experiment({**TINY, **change})

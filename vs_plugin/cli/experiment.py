@@ -1,0 +1,39 @@
+"""``vs-plugin experiment``: run a reproducible experiment config (rows x seeds x data fractions)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..experiments import load_experiment, run_experiment
+from ..training.distributed import launched_by_torchrun
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "experiment",
+        help="run an experiment config: rows x seeds x training fractions, mean ± spread tables and plots",
+        description=(
+            "Run every row of an experiment config (configs/experiments/*.yaml) for every seed and training "
+            "fraction; write OUT/summary.md, OUT/summary.csv, OUT/results.json and PNG plots. Finished rows are "
+            "kept in OUT/rows/, so running the same command again continues an interrupted experiment."
+        ),
+    )
+    parser.add_argument("--config", type=Path, required=True, help="experiment YAML")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--overwrite", action="store_true", help="discard finished rows and teachers in --out first")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or per-row lines")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if launched_by_torchrun():
+        raise ConfigError("vs-plugin experiment runs in one process (rows one after another); start it without torchrun")
+    config = load_experiment(args.config)
+    run_experiment(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    print((args.out / "summary.md").read_text())
+    print(f"wrote {args.out / 'summary.md'}, summary.csv, results.json and plots")
+    return 0

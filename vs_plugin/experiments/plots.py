@@ -1,0 +1,94 @@
+"""PNG plots of an experiment (matplotlib, rendered to bytes; the runner writes them atomically)."""
+
+from __future__ import annotations
+
+import io
+from typing import Optional, Sequence
+
+from .rows import RowResult
+from .summary import Summary
+
+
+def _figure_bytes(figure) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def accuracy_vs_compression(summaries: Sequence[Summary], title: str) -> bytes:
+    """Mean accuracy against mean compression (log x), error bars = std over seeds; full data only."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    full = [s for s in summaries if s.fraction == max(x.fraction for x in summaries)]
+    for s in full:
+        axes.errorbar(s.compression.mean, 100 * s.accuracy.mean, xerr=s.compression.std, yerr=100 * s.accuracy.std,
+                      fmt="o", capsize=3, label=s.label)
+    if full:
+        axes.axhline(100 * full[0].teacher_accuracy.mean, color="grey", linestyle="--", linewidth=1, label="teacher")
+    axes.set_xscale("log")
+    axes.set_xlabel("compression vs teacher (teacher weights / student non-zero weights)")
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=7, loc="lower left")
+    axes.grid(True, which="both", alpha=0.3)
+    return _figure_bytes(figure)
+
+
+def low_data(summaries: Sequence[Summary], title: str) -> Optional[bytes]:
+    """Accuracy and compression against the training fraction, one line per row; None with one fraction."""
+    fractions = sorted({s.fraction for s in summaries})
+    if len(fractions) < 2:
+        return None
+    plt = _pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label in dict.fromkeys(s.label for s in summaries):
+        points = sorted((s for s in summaries if s.label == label), key=lambda s: s.fraction)
+        xs = [100 * s.fraction for s in points]
+        left.errorbar(xs, [100 * s.accuracy.mean for s in points], yerr=[100 * s.accuracy.std for s in points], marker="o", capsize=3, label=label)
+        right.errorbar(xs, [s.compression.mean for s in points], yerr=[s.compression.std for s in points], marker="o", capsize=3, label=label)
+    for axes, ylabel in ((left, "top-1 accuracy (%)"), (right, "compression vs teacher")):
+        axes.set_xscale("log")
+        axes.set_xlabel("training data used (%)")
+        axes.set_ylabel(ylabel)
+        axes.grid(True, which="both", alpha=0.3)
+    right.set_yscale("log")
+    left.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    return _figure_bytes(figure)
+
+
+def threshold_curves(results: Sequence[RowResult], title: str) -> Optional[bytes]:
+    """Accuracy against sparsity over the log alpha thresholds swept (mean over seeds); None without sweeps."""
+    swept = [r for r in results if r.threshold_sweep and r.fraction == max(x.fraction for x in results)]
+    if not swept:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for label in dict.fromkeys(r.label for r in swept):
+        runs = [r for r in swept if r.label == label]
+        thresholds = sorted({p["threshold"] for r in runs for p in r.threshold_sweep})
+        xs, ys = [], []
+        for threshold in thresholds:
+            points = [p for r in runs for p in r.threshold_sweep if p["threshold"] == threshold]
+            xs.append(100 * sum(p["sparsity"] for p in points) / len(points))
+            ys.append(100 * sum(p["accuracy"] for p in points) / len(points))
+        axes.plot(xs, ys, marker="o", label=label)
+    axes.set_xlabel("sparsity (%) as the log alpha threshold varies")
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=7)
+    return _figure_bytes(figure)

@@ -1,0 +1,127 @@
+"""Run an experiment: every row for every seed (and training fraction), resumable row by row.
+
+Layout of the output folder::
+
+    teachers/seed-<s>.pt                  the seed's teacher (trained once, on the full training set)
+    rows/fraction-<f>/seed-<s>/<row>.json one result each, written atomically when the row finishes
+    summary.md, summary.csv, results.json the tables (mean ± std over seeds) and every raw result
+    accuracy_vs_compression.png, low_data.png, threshold_curves.png   plots (when they apply)
+
+A second run with the same output folder reuses finished teachers and rows, so an interrupted
+experiment continues where it stopped; ``overwrite`` starts afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
+
+from tqdm.auto import tqdm
+
+from ..data.registry import load_dataset
+from ..errors import ConfigError
+from ..io import atomic_torch_save, atomic_write, atomic_write_json
+from .config import ExperimentConfig, RowSpec
+from .plots import accuracy_vs_compression, low_data, threshold_curves
+from .rows import MethodRows, RowResult, run_compress_row, run_kd_row, train_teacher
+from .summary import summarise, to_csv, to_markdown
+
+RESULTS_FORMAT = "vs-plugin-experiment/1"
+
+
+def _row_path(out_dir: Path, fraction: float, seed: int, row: RowSpec) -> Path:
+    return out_dir / "rows" / f"fraction-{fraction:g}" / f"seed-{seed}" / f"{row.slug}.json"
+
+
+def _teacher(config: ExperimentConfig, bundle, seed: int, out_dir: Path, log: Callable[[str], None]) -> Path:
+    path = out_dir / "teachers" / f"seed-{seed}.pt"
+    if not path.exists():
+        state, accuracy = train_teacher(config, bundle, seed)
+        atomic_torch_save(path, state)
+        log(f"seed {seed}: teacher {config.teacher} trained {config.teacher_epochs} epochs, {100 * accuracy:.2f}%")
+    return path
+
+
+def run_experiment(
+    config: ExperimentConfig, out_dir: Path, *, overwrite: bool = False, progress: bool = True, log: Optional[Callable[[str], None]] = None
+) -> list[RowResult]:
+    """Run (or continue) ``config`` in ``out_dir``; returns every row result."""
+    log = log or (tqdm.write if progress else (lambda message: None))
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"output path {out_dir} exists and is not a folder")
+    if overwrite:
+        for name in ("rows", "teachers"):
+            shutil.rmtree(out_dir / name, ignore_errors=True)
+    bundle = load_dataset(config.dataset, config.data_dir)
+    results: list[RowResult] = []
+    total = len(config.seeds) * len(config.train_fractions) * len(config.rows)
+    with tqdm(total=total, desc=config.name, unit="row", disable=not progress, dynamic_ncols=True) as bar:
+        for seed in config.seeds:
+            teacher_path = _teacher(config, bundle, seed, out_dir, log)
+            method_rows = MethodRows(config, seed, teacher_path)
+            for fraction in config.train_fractions:
+                finished: dict[str, RowResult] = {}
+                for row in config.rows:
+                    path = _row_path(out_dir, fraction, seed, row)
+                    bar.set_postfix_str(f"{row.label}, seed {seed}, {100 * fraction:g}%")
+                    if path.exists():
+                        result = RowResult.from_dict(json.loads(path.read_text()))
+                    else:
+                        result = _run_row(config, row, seed, fraction, teacher_path, bundle, method_rows, finished)
+                        atomic_write_json(path, result.to_dict())
+                        log(
+                            f"{row.label} (seed {seed}, {100 * fraction:g}% data): {100 * result.accuracy:.2f}%, "
+                            f"{100 * result.sparsity:.2f}% sparse, {result.compression_vs_teacher:.1f}x, {result.wall_time_s:.0f} s"
+                        )
+                    finished[row.label] = result
+                    results.append(result)
+                    bar.update(1)
+    write_outputs(config, results, out_dir)
+    return results
+
+
+def _run_row(config, row, seed, fraction, teacher_path, bundle, method_rows, finished) -> RowResult:
+    if row.kind == "compress":
+        return run_compress_row(config, row, seed, fraction, teacher_path)
+    if row.kind == "kd":
+        return run_kd_row(config, row, seed, fraction, teacher_path, bundle)
+    target = row.target if row.match is None else finished[row.match].sparsity
+    return method_rows.run(row, round(float(target), 6))
+
+
+def _notes(config: ExperimentConfig) -> list[str]:
+    epochs = f"{config.epochs} epochs" + (
+        f" ({', '.join(f'{100 * f:g}%: {e}' for f, e in sorted(config.epochs_by_fraction.items()))} epochs by training fraction)"
+        if config.epochs_by_fraction else ""
+    )
+    return [
+        f"mean ± sample standard deviation over seeds {', '.join(map(str, config.seeds))}; one teacher per seed "
+        f"({config.teacher}, {config.teacher_epochs} epochs on the full training set).",
+        f"budget per row: {epochs}, batch {config.batch_size}, Adam lr {config.lr}; compress rows train the student from scratch; "
+        f"kd rows train a dense student with CE + {config.kd_weight} KD (T = {config.temperature}); method rows prune a dense "
+        f"student first trained {config.dense_student_epochs} epochs with CE + KD, then fine-tune for the budget.",
+        "sparsity and compression count Linear/Conv weights; memory: sparse students as CSR, dense students and the teacher as dense fp32.",
+    ]
+
+
+def write_outputs(config: ExperimentConfig, results: list[RowResult], out_dir: Path) -> None:
+    """Tables, plots and the raw results; all rendered before any is written."""
+    summaries = summarise(results)
+    title = f"{config.name}: {config.dataset}, teacher {config.teacher}"
+    files: dict[str, bytes] = {
+        "summary.md": to_markdown(summaries, title, _notes(config)).encode(),
+        "summary.csv": to_csv(results).encode(),
+        "accuracy_vs_compression.png": accuracy_vs_compression(summaries, title),
+    }
+    for name, render in (("low_data.png", low_data(summaries, title)), ("threshold_curves.png", threshold_curves(results, title))):
+        if render is not None:
+            files[name] = render
+    for name, payload in files.items():
+        atomic_write(out_dir / name, lambda tmp, payload=payload: tmp.write_bytes(payload))
+    atomic_write_json(out_dir / "results.json", {"format": RESULTS_FORMAT, "name": config.name, "results": [r.to_dict() for r in results]})
+
+
+__all__ = ["run_experiment", "write_outputs"]
