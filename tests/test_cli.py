@@ -123,3 +123,16 @@ def test_default_digits_run_meets_the_targets(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["student"]["sparsity"] > 0.90
     assert report["teacher"]["accuracy"] - report["student"]["accuracy"] <= 0.02
+
+
+def test_low_data_student_but_full_data_teacher(tmp_path, small_run):
+    out = tmp_path / "low"
+    assert main(["compress", *SMALL, "--train-fraction", "0.1", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    labels = load_dataset("digits").train.tensors[1]
+    expected = sum(round(0.1 * int(n)) for n in torch.bincount(labels))  # stratified: 10% of each class
+    assert report["dataset"]["train_samples"] == expected
+    # The teacher trained here saw the whole training set: it is bit-identical to the full run's.
+    low = torch.load(out / "teacher.pt", weights_only=True)
+    full = torch.load(small_run / "teacher.pt", weights_only=True)
+    assert all(torch.equal(low[k], full[k]) for k in full)

@@ -24,7 +24,7 @@ HELP = {
     "teacher_lr": "teacher learning rate (Adam)",
     "seed": "random seed (initialisation, noise, shuffles, low-data subsets)",
     "device": "auto, cpu or cuda",
-    "train_fraction": "fraction of the training set to use, in (0, 1] (low-data regime; stratified, fixed by --seed)",
+    "train_fraction": "fraction of the training set the student uses, in (0, 1] (low-data regime; stratified, fixed by --seed; a teacher trained here uses all of it)",
     "num_workers": "DataLoader worker processes for datasets read from disk",
     "progress": "progress bars",
     "cache_teacher": "compute the frozen teacher's outputs once per training sample (in-memory data only)",

@@ -36,7 +36,8 @@ class PhaseEnvironment:
     settings: CompressSettings
     device: torch.device
     dist: DistributedContext
-    train_loader: object
+    train_loader: object  # the student's training data (a subset in low-data runs)
+    teacher_loader: object  # all the training data, for a teacher trained here
     test_loader: object
     log: Callable[[str], None]
     write_checkpoint: Optional[Callable[[dict], None]]  # None: no output folder, or not rank 0
@@ -115,10 +116,10 @@ def train_teacher(teacher: nn.Module, env: PhaseEnvironment, checkpoint: Optiona
     optimizer = adam(teacher.parameters(), lr=settings.teacher_lr)
     start = _resume(optimizer, checkpoint, env) if checkpoint is not None else 0
     step = ClassifierStep(_ddp(teacher, env), env.device, env.autocast)
-    steps_per_epoch = len(env.train_loader)
+    steps_per_epoch = len(env.teacher_loader)
     for epoch in range(start, settings.teacher_epochs):
         record = train_one_epoch(
-            teacher, optimizer, env.train_loader, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
+            teacher, optimizer, env.teacher_loader, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
             phase="teacher", progress=settings.progress and env.dist.is_main, total_epochs=settings.teacher_epochs,
         )
         record = _mean_over_ranks(record, env)

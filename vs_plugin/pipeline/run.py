@@ -102,13 +102,17 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
         raise ConfigError(f"batch_size {settings.batch_size} (the global batch) must be divisible by the {dist.world_size} processes")
 
     # -- validate everything before writing anything ---------------------------------------
+    # The student sees ``train_fraction`` of the training set (low-data regime); a teacher trained
+    # here always sees all of it, as a pre-trained teacher would have.
     train_data = job.train
     if settings.train_fraction < 1:
         if not isinstance(train_data, torch.utils.data.Dataset):
             raise ConfigError("train_fraction < 1 needs the training data as a Dataset, not a DataLoader")
         train_data = subset_fraction(train_data, settings.train_fraction, settings.seed)
     per_rank_batch = settings.batch_size // dist.world_size
-    train_loader = make_loader(train_data, per_rank_batch, shuffle=True, seed=settings.seed, num_workers=settings.num_workers, rank=dist.rank, world_size=dist.world_size)
+    loader_options = dict(shuffle=True, seed=settings.seed, num_workers=settings.num_workers, rank=dist.rank, world_size=dist.world_size)
+    train_loader = make_loader(train_data, per_rank_batch, **loader_options)
+    teacher_loader = train_loader if train_data is job.train else make_loader(job.train, per_rank_batch, **loader_options)
     test_loader = make_loader(job.test, max(per_rank_batch, 256), shuffle=False, seed=settings.seed, num_workers=settings.num_workers, rank=dist.rank, world_size=dist.world_size, pad=False)
     num_train = dataset_size(train_data)
     train_labels = dataset_labels(train_data if isinstance(train_data, torch.utils.data.Dataset) else train_data.dataset)
@@ -125,7 +129,8 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
         run_dir.open()
 
     env = PhaseEnvironment(
-        settings=settings, device=device, dist=dist, train_loader=train_loader, test_loader=test_loader, log=log,
+        settings=settings, device=device, dist=dist, train_loader=train_loader, teacher_loader=teacher_loader,
+        test_loader=test_loader, log=log,
         write_checkpoint=None if run_dir is None else run_dir.save_checkpoint,
         settings_record=settings_record,
         history=checkpoint["history"] if checkpoint is not None else {"teacher": [], "student": []},
