@@ -111,3 +111,20 @@ def test_plans_cover_every_target_and_the_threshold_run():
     assert [(run.entry.label, run.target) for run in plan_runs(config)] == [
         ("variational_student", None), ("vs-ratio", 0.8), ("level", 0.5), ("level", 0.9),
     ]
+
+
+def test_train_fraction_is_validated_and_applies_to_the_students_only():
+    import torch
+
+    from vs_plugin.compare.config import compare_config_from_mapping
+    from vs_plugin.compare.runner import prepare
+    from vs_plugin.data import load_dataset
+
+    base = {"dataset": "digits", "teacher": "mlp:in-16-out", "student": "mlp:in-8-out", "teacher_epochs": 1,
+            "dense_student_epochs": 1, "epochs": 1, "methods": [{"name": "level", "config_list": [{"op_types": ["Linear"]}]}]}
+    for bad in (0, 1.5, "half"):
+        with pytest.raises(ConfigError, match="train_fraction"):
+            compare_config_from_mapping({**base, "train_fraction": bad})
+    prepared = prepare(compare_config_from_mapping({**base, "train_fraction": 0.2}), progress=False)
+    labels = load_dataset("digits").train.tensors[1]
+    assert prepared.context.num_train_samples == sum(round(0.2 * int(n)) for n in torch.bincount(labels))

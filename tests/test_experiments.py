@@ -68,14 +68,15 @@ def test_rerun_reuses_finished_rows(tiny_run):
 
 def test_low_data_fractions_and_plot(tmp_path):
     config = {**TINY, "seeds": [0], "train_fractions": [0.1, 1.0], "epochs_by_fraction": {0.1: 3},
-              "rows": [{"label": "VS", "kind": "compress"}, {"label": "KD alone", "kind": "kd"}]}
+              "rows": [{"label": "VS", "kind": "compress"}, {"label": "KD alone", "kind": "kd"},
+                       {"label": "Level at VS", "kind": "method", "method": "level", "config_list": [{"op_types": ["Linear"]}], "match": "VS"}]}
     path = tmp_path / "low.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["experiment", "--config", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert (tmp_path / "out" / "low_data.png").stat().st_size > 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
     low = [r for r in results if r["fraction"] == 0.1]
-    assert {r["epochs"] for r in low} == {3} and len(low) == 2
+    assert {r["epochs"] for r in low} == {3} and len(low) == 3
     assert "**10% of the training set**" in (tmp_path / "out" / "summary.md").read_text()
 
 
@@ -86,7 +87,6 @@ def test_low_data_fractions_and_plot(tmp_path):
         ({"rows": [{"label": "x", "kind": "method", "method": "level"}]}, "exactly one of 'target' and 'match'"),
         ({"rows": [{"label": "a", "kind": "kd"}, {"label": "b", "kind": "method", "method": "level", "match": "a"}]}, "earlier compress row"),
         ({"rows": [{"label": "a", "kind": "compress", "settings": {"temprature": 1}}]}, "unknown setting"),
-        ({"train_fractions": [0.5]}, "run on the full training set"),
         ({"seeds": []}, "at least one seed"),
         ({"colour": "red"}, "unknown experiment key"),
         ({"rows": [{"label": "a", "kind": "kd"}, {"label": "a", "kind": "kd"}]}, "unique"),

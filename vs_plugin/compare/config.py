@@ -7,6 +7,7 @@ A YAML file such as::
     student: mlp:in-500-50-out
     teacher_epochs: 20          # ignored when teacher_checkpoint is given
     dense_student_epochs: 10    # the CE+KD-trained dense student every method starts from (0: random init)
+    train_fraction: 1.0         # of the training set the students use (low-data); a teacher trained here uses all
     epochs: 30                  # the budget: the Variational Student trains, baselines fine-tune, this long
     batch_size: 64
     lr: 0.001
@@ -85,6 +86,7 @@ class CompareConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
+    train_fraction: float = 1.0
     targets: tuple[float, ...] = (0.9, 0.95, 0.98)
     methods: tuple[MethodEntry, ...] = ()
 
@@ -139,6 +141,8 @@ def _check_values(config: CompareConfig) -> None:
             raise ConfigError(f"{name} must be a number > 0, got {value!r}")
     if not _is_number(config.kd_weight) or config.kd_weight < 0:
         raise ConfigError(f"kd_weight must be a number >= 0, got {config.kd_weight!r}")
+    if not _is_number(config.train_fraction) or not 0 < config.train_fraction <= 1:
+        raise ConfigError(f"train_fraction must lie in (0, 1], got {config.train_fraction!r}")
     for name in ("dataset", "teacher", "student", "device"):
         if not isinstance(getattr(config, name), str) or not getattr(config, name):
             raise ConfigError(f"{name} must be a non-empty string, got {getattr(config, name)!r}")
@@ -199,7 +203,7 @@ def compare_config_from_mapping(data: Mapping[str, Any], base_dir: Optional[Path
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise ConfigError(f"method label(s) {', '.join(duplicates)} appear twice; give each entry its own label")
-    for key in _POSITIVE_FLOATS + ("kd_weight",):
+    for key in _POSITIVE_FLOATS + ("kd_weight", "train_fraction"):
         if key in values:
             values[key] = _yaml_float(values[key])
     if "targets" in values:

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..data.loaders import dataset_size, make_loader
+from ..data.loaders import dataset_size, make_loader, subset_fraction
 from ..data.registry import load_dataset
 from ..errors import ConfigError
 from ..io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text
@@ -83,7 +83,7 @@ def plan_runs(config: CompareConfig) -> list[PlannedRun]:
 def _preparation_key(config: CompareConfig) -> str:
     """A hash of every setting the teacher and the starting student depend on."""
     keys = ("dataset", "data_dir", "image_size", "teacher", "student", "teacher_checkpoint", "teacher_epochs",
-            "teacher_lr", "dense_student_epochs", "batch_size", "lr", "kd_weight", "temperature", "seed")
+            "teacher_lr", "dense_student_epochs", "batch_size", "lr", "kd_weight", "temperature", "seed", "train_fraction")
     text = json.dumps({k: str(getattr(config, k)) for k in keys}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -127,9 +127,14 @@ def prepare(
     device = resolve_device(config.device)
     seed_everything(config.seed)
     bundle = load_dataset(config.dataset, config.data_dir, download=True, image_size=config.image_size)
-    train_batches = make_loader(bundle.train, config.batch_size, shuffle=True, seed=config.seed, num_workers=config.num_workers)
+    # The students see train_fraction of the training set; a teacher trained here sees all of it.
+    student_train = subset_fraction(bundle.train, config.train_fraction, config.seed)
+    train_batches = make_loader(student_train, config.batch_size, shuffle=True, seed=config.seed, num_workers=config.num_workers)
+    teacher_batches = train_batches if student_train is bundle.train else make_loader(
+        bundle.train, config.batch_size, shuffle=True, seed=config.seed, num_workers=config.num_workers
+    )
     test_batches = make_loader(bundle.test, max(config.batch_size, 256), shuffle=False, seed=config.seed, num_workers=config.num_workers)
-    num_train = dataset_size(bundle.train)
+    num_train = dataset_size(student_train)
     teacher = build_model(config.teacher, bundle.spec).to(device)
     seed_everything(config.seed)
     student = build_model(config.student, bundle.spec).to(device)
@@ -148,7 +153,7 @@ def prepare(
             load_weights(teacher, config.teacher_checkpoint)
         else:
             with _bar(config.teacher_epochs, "teacher", progress) as bar:
-                train_classifier(teacher, train_batches, config.teacher_epochs, config.teacher_lr, device, on_epoch=lambda: bar.update(1))
+                train_classifier(teacher, teacher_batches, config.teacher_epochs, config.teacher_lr, device, on_epoch=lambda: bar.update(1))
             teacher_state = teacher.state_dict()
         teacher.eval()
         if config.dense_student_epochs > 0:

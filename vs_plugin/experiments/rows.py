@@ -102,13 +102,14 @@ class MethodRows:
         self.config = config
         self.seed = seed
         self.teacher_path = teacher_path
-        self._prepared: dict[str, Prepared] = {}
+        self._prepared: dict[tuple, Prepared] = {}
 
-    def _compare_config(self, row: RowSpec) -> CompareConfig:
+    def _compare_config(self, row: RowSpec, fraction: float) -> CompareConfig:
         c = self.config
         return CompareConfig(
             dataset=c.dataset, teacher=c.teacher, student=row.student, data_dir=c.data_dir, teacher_checkpoint=self.teacher_path,
-            dense_student_epochs=c.dense_student_epochs, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
+            dense_student_epochs=c.dense_student_epochs, epochs=c.epochs_for(row, fraction), batch_size=c.batch_size, lr=c.lr,
+            train_fraction=fraction,
             kd_weight=c.kd_weight, temperature=c.temperature, seed=self.seed, device=str(c.settings.get("device", "auto")),
             methods=(self._entry(row),),
         )
@@ -117,17 +118,18 @@ class MethodRows:
     def _entry(row: RowSpec) -> MethodEntry:
         return MethodEntry(name=row.method, label=row.label, config_list=tuple(row.config_list))
 
-    def run(self, row: RowSpec, target: float) -> RowResult:
-        compare_config = self._compare_config(row)
-        if row.student not in self._prepared:
-            self._prepared[row.student] = prepare(compare_config, progress=False)
-        prepared = self._prepared[row.student]
+    def run(self, row: RowSpec, target: float, fraction: float) -> RowResult:
+        compare_config = self._compare_config(row, fraction)
+        key = (row.student, fraction, compare_config.epochs)
+        if key not in self._prepared:
+            self._prepared[key] = prepare(compare_config, progress=False)
+        prepared = self._prepared[key]
         method = get_method(row.method)
         method.plan(self._entry(row), (target,))
         result, _ = run_one(prepared, PlannedRun(self._entry(row), method, target), seed=self.seed, progress=False)
         teacher_row = prepared.reference_rows[0]
         return RowResult(
-            label=row.label, kind=row.kind, seed=self.seed, fraction=1.0, epochs=self.config.epochs, accuracy=result.accuracy,
+            label=row.label, kind=row.kind, seed=self.seed, fraction=fraction, epochs=compare_config.epochs, accuracy=result.accuracy,
             teacher_accuracy=teacher_row.accuracy, nnz=result.nnz, weights=model_footprint(prepared.context.starting_student).weights,
             sparsity=result.sparsity, compression_vs_teacher=result.compression_vs_teacher, memory_bytes=result.memory_bytes,
             memory_reduction_vs_teacher=prepared.teacher_footprint.dense_bytes / result.memory_bytes,

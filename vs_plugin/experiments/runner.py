@@ -89,7 +89,7 @@ def _run_row(config, row, seed, fraction, teacher_path, bundle, method_rows, fin
     if row.kind == "kd":
         return run_kd_row(config, row, seed, fraction, teacher_path, bundle)
     target = row.target if row.match is None else finished[row.match].sparsity
-    return method_rows.run(row, round(float(target), 6))
+    return method_rows.run(row, round(float(target), 6), fraction)
 
 
 def _notes(config: ExperimentConfig) -> list[str]:
