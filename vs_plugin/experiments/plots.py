@@ -1,4 +1,7 @@
-"""PNG plots of an experiment (matplotlib, rendered to bytes; the runner writes them atomically)."""
+"""PNG plots of an experiment, rendered to bytes (the runner writes them atomically).
+
+matplotlib's object API with the Agg canvas: no pyplot, no global backend change.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +12,26 @@ from .rows import RowResult
 from .summary import Summary
 
 
-def _figure_bytes(figure) -> bytes:
-    import matplotlib.pyplot as plt
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
+    figure = Figure(figsize=(width, height), dpi=120)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _figure_bytes(figure) -> bytes:
     buffer = io.BytesIO()
     figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
+    figure.savefig(buffer, format="png")
     return buffer.getvalue()
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def accuracy_vs_compression(summaries: Sequence[Summary], title: str) -> bytes:
     """Mean accuracy against mean compression (log x), error bars = std over seeds; full data only."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure = _figure(7, 4.5)
+    axes = figure.add_subplot(1, 1, 1)
     full = [s for s in summaries if s.fraction == max(x.fraction for x in summaries)]
     for s in full:
         axes.errorbar(s.compression.mean, 100 * s.accuracy.mean, xerr=s.compression.std, yerr=100 * s.accuracy.std,
@@ -52,8 +52,8 @@ def low_data(summaries: Sequence[Summary], title: str) -> Optional[bytes]:
     fractions = sorted({s.fraction for s in summaries})
     if len(fractions) < 2:
         return None
-    plt = _pyplot()
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure = _figure(11, 4.2)
+    left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
     for label in dict.fromkeys(s.label for s in summaries):
         points = sorted((s for s in summaries if s.label == label), key=lambda s: s.fraction)
         xs = [100 * s.fraction for s in points]
@@ -75,8 +75,8 @@ def threshold_curves(results: Sequence[RowResult], title: str) -> Optional[bytes
     swept = [r for r in results if r.threshold_sweep and r.fraction == max(x.fraction for x in results)]
     if not swept:
         return None
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure = _figure(7, 4.5)
+    axes = figure.add_subplot(1, 1, 1)
     for label in dict.fromkeys(r.label for r in swept):
         runs = [r for r in swept if r.label == label]
         thresholds = sorted({p["threshold"] for r in runs for p in r.threshold_sweep})
