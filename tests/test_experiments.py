@@ -95,3 +95,22 @@ def test_low_data_fractions_and_plot(tmp_path):
 def test_bad_experiment_configs(change, message):
     with pytest.raises(ConfigError, match=message):
         parse_experiment({**TINY, **change})
+
+
+def test_seeds_override_runs_only_those_seeds(tiny_run, tmp_path):
+    out = tmp_path / "one-seed"
+    config = str(tiny_run / "tiny.yaml")
+    assert main(["experiment", "--config", config, "--out", str(out), "--quiet", "--seeds", "1"]) == 0
+    assert sorted(p.name for p in (out / "rows" / "fraction-1").iterdir()) == ["seed-1"]
+    assert {r["seed"] for r in json.loads((out / "results.json").read_text())["results"]} == {1}
+    table = (out / "summary.md").read_text()
+    assert "| VS |" in table and "±" not in table  # no spread is shown for a single seed
+
+
+@pytest.mark.parametrize("seeds", ["0,x", "1,1", ""])
+def test_bad_seeds_override_is_refused(tiny_run, tmp_path, seeds, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["experiment", "--config", str(tiny_run / "tiny.yaml"), "--out", str(tmp_path / "o"), "--seeds", seeds])
+    assert exit_info.value.code != 0
+    assert "--seeds" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -25,6 +26,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--config", type=Path, required=True, help="experiment YAML")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="discard finished rows and teachers in --out first")
+    parser.add_argument(
+        "--seeds", type=_seed_list, default=None, metavar="S[,S...]",
+        help="run only these seeds instead of the config's (e.g. 0 for a quick first pass; rerun without it to add the rest)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-row lines")
     parser.set_defaults(handler=run)
 
@@ -33,7 +38,19 @@ def run(args: argparse.Namespace) -> int:
     if launched_by_torchrun():
         raise ConfigError("vs-plugin experiment runs in one process (rows one after another); start it without torchrun")
     config = load_experiment(args.config)
+    if args.seeds is not None:
+        config = dataclasses.replace(config, seeds=args.seeds)
     run_experiment(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
     print((args.out / "summary.md").read_text())
     print(f"wrote {args.out / 'summary.md'}, summary.csv, results.json and plots")
     return 0
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers such as 0 or 0,1,2, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds lists a seed twice: {text!r}")
+    return seeds

@@ -60,8 +60,13 @@ def summarise(results: Sequence[RowResult]) -> list[Summary]:
     return summaries
 
 
+def _with_spread(mean: str, spread: str, stat: Stat) -> str:
+    """``mean ± spread``; the spread is left out with one seed, where it is undefined."""
+    return f"{mean} ± {spread}" if stat.n > 1 else mean
+
+
 def _pct(stat: Stat) -> str:
-    return f"{100 * stat.mean:.2f} ± {100 * stat.std:.2f}"
+    return _with_spread(f"{100 * stat.mean:.2f}", f"{100 * stat.std:.2f}", stat)
 
 
 def to_markdown(summaries: Sequence[Summary], title: str, notes: Sequence[str] = ()) -> str:
@@ -77,8 +82,9 @@ def to_markdown(summaries: Sequence[Summary], title: str, notes: Sequence[str] =
         lines.append(f"| teacher | {_pct(teacher)} | 0 | - | 1x | 1x | {teacher.n} |")
         for s in members:
             lines.append(
-                f"| {s.label} | {_pct(s.accuracy)} | {_pct(s.sparsity)} | {s.nnz.mean:,.0f} ± {s.nnz.std:,.0f} | "
-                f"{s.compression.mean:.1f}x ± {s.compression.std:.1f} | {s.memory_reduction.mean:.1f}x ± {s.memory_reduction.std:.1f} | {s.accuracy.n} |"
+                f"| {s.label} | {_pct(s.accuracy)} | {_pct(s.sparsity)} | {_with_spread(f'{s.nnz.mean:,.0f}', f'{s.nnz.std:,.0f}', s.nnz)} | "
+                f"{_with_spread(f'{s.compression.mean:.1f}x', f'{s.compression.std:.1f}', s.compression)} | "
+                f"{_with_spread(f'{s.memory_reduction.mean:.1f}x', f'{s.memory_reduction.std:.1f}', s.memory_reduction)} | {s.accuracy.n} |"
             )
         lines.append("")
     lines += [f"- {note}" for note in notes]
