@@ -97,9 +97,12 @@ def _notes(config: ExperimentConfig) -> list[str]:
         f" ({', '.join(f'{100 * f:g}%: {e}' for f, e in sorted(config.epochs_by_fraction.items()))} epochs by training fraction)"
         if config.epochs_by_fraction else ""
     )
+    seeds = (
+        f"mean ± sample standard deviation over seeds {', '.join(map(str, config.seeds))}" if len(config.seeds) > 1
+        else f"a single seed ({config.seeds[0]}), so no spread is given"
+    )
     return [
-        f"mean ± sample standard deviation over seeds {', '.join(map(str, config.seeds))}; one teacher per seed "
-        f"({config.teacher}, {config.teacher_epochs} epochs on the full training set).",
+        f"{seeds}; one teacher per seed ({config.teacher}, {config.teacher_epochs} epochs on the full training set).",
         f"budget per row: {epochs}, batch {config.batch_size}, Adam lr {config.lr}; compress rows train the student from scratch; "
         f"kd rows train a dense student with CE + {config.kd_weight} KD (T = {config.temperature}); method rows prune a dense "
         f"student first trained {config.dense_student_epochs} epochs with CE + KD, then fine-tune for the budget.",
