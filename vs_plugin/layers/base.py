@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from . import functional as vf
+from .fused_kl import fused_kl_sum
 
 
 class VariationalLayer(nn.Module):
@@ -80,8 +81,12 @@ class VariationalLayer(nn.Module):
         return self.log_alpha() < self.threshold
 
     def kl(self) -> Tensor:
-        """Sum over the layer's units of KL(q || prior), with the configured approximation."""
-        return vf.kl_sum(*self.variational_parameters(), self.log_alpha_clip, self.kl_name)
+        """Sum over the layer's units of KL(q || prior), with the configured approximation.
+
+        Computed by :func:`~vs_plugin.layers.fused_kl.fused_kl_sum` (closed-form backward); the
+        autograd reference is :func:`~vs_plugin.layers.functional.kl_sum`.
+        """
+        return fused_kl_sum(*self.variational_parameters(), self.log_alpha_clip, self.kl_name)
 
     @classmethod
     def from_plain(cls, module: nn.Module, **variational_kwargs) -> "VariationalLayer":
