@@ -136,3 +136,18 @@ def test_low_data_student_but_full_data_teacher(tmp_path, small_run):
     low = torch.load(out / "teacher.pt", weights_only=True)
     full = torch.load(small_run / "teacher.pt", weights_only=True)
     assert all(torch.equal(low[k], full[k]) for k in full)
+
+
+def test_small_run_has_no_collapse_warning(small_run):
+    assert json.loads((small_run / "report.json").read_text())["warnings"] == []
+
+
+def test_a_student_pruned_to_nothing_is_reported(tmp_path, capsys):
+    out = tmp_path / "collapsed"
+    args = [*SMALL, "--train-fraction", "0.05", "--kl-weight", "1000", "--kl-warmup-epochs", "0", "--epochs", "40", "--lr", "0.01"]
+    assert main(["compress", *args, "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["student"]["nnz"] == 0
+    (warning,) = report["warnings"]
+    assert "every weight of 2 layer(s) was pruned" in warning and "N = 70 training samples" in warning
+    assert "WARNING: every weight" in capsys.readouterr().out

@@ -114,3 +114,18 @@ def test_bad_seeds_override_is_refused(tiny_run, tmp_path, seeds, capsys):
     assert exit_info.value.code != 0
     assert "--seeds" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_row_pruned_to_nothing_has_no_compression_ratio(tmp_path):
+    from vs_plugin.experiments.rows import RowResult
+    from vs_plugin.experiments.summary import summarise, to_markdown
+
+    common = dict(kind="compress", fraction=0.05, epochs=1, teacher_accuracy=0.9, weights=1000, sparsity=1.0,
+                  memory_bytes=10, memory_reduction_vs_teacher=400.0, wall_time_s=1.0)
+    fields = set(RowResult.__dataclass_fields__)
+    results = [
+        RowResult(**{k: v for k, v in dict(common, label="VS", seed=seed, accuracy=0.1, nnz=0, compression_vs_teacher=1000.0).items() if k in fields})
+        for seed in (0, 1)
+    ]
+    table = to_markdown(summarise(results), "t")
+    assert "all weights pruned (2 of 2 seeds)" in table and "1000.0x" not in table

@@ -34,6 +34,8 @@ def accuracy_vs_compression(summaries: Sequence[Summary], title: str) -> bytes:
     axes = figure.add_subplot(1, 1, 1)
     full = [s for s in summaries if s.fraction == max(x.fraction for x in summaries)]
     for s in full:
+        if s.all_pruned:  # no weight left: no finite compression to plot (the table says so)
+            continue
         axes.errorbar(s.compression.mean, 100 * s.accuracy.mean, xerr=s.compression.std, yerr=100 * s.accuracy.std,
                       fmt="o", capsize=3, label=s.label)
     if full:
@@ -58,13 +60,16 @@ def low_data(summaries: Sequence[Summary], title: str) -> Optional[bytes]:
         points = sorted((s for s in summaries if s.label == label), key=lambda s: s.fraction)
         xs = [100 * s.fraction for s in points]
         left.errorbar(xs, [100 * s.accuracy.mean for s in points], yerr=[100 * s.accuracy.std for s in points], marker="o", capsize=3, label=label)
-        right.errorbar(xs, [s.compression.mean for s in points], yerr=[s.compression.std for s in points], marker="o", capsize=3, label=label)
+        kept = [s for s in points if not s.all_pruned]  # students with no weight left have no finite compression
+        right.errorbar([100 * s.fraction for s in kept], [s.compression.mean for s in kept], yerr=[s.compression.std for s in kept],
+                       marker="o", capsize=3, label=label)
     for axes, ylabel in ((left, "top-1 accuracy (%)"), (right, "compression vs teacher")):
         axes.set_xscale("log")
         axes.set_xlabel("training data used (%)")
         axes.set_ylabel(ylabel)
         axes.grid(True, which="both", alpha=0.3)
     right.set_yscale("log")
+    right.set_title("(students pruned to nothing are left out)", fontsize=8)
     left.legend(fontsize=7)
     figure.suptitle(title, fontsize=10)
     return _figure_bytes(figure)

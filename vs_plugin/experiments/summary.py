@@ -39,6 +39,7 @@ class Summary:
     memory_reduction: Stat
     teacher_accuracy: Stat
     wall_time_s: Stat
+    all_pruned: int = 0  # seeds whose student kept no weight at all (compression is meaningless there)
 
 
 def summarise(results: Sequence[RowResult]) -> list[Summary]:
@@ -55,6 +56,7 @@ def summarise(results: Sequence[RowResult]) -> list[Summary]:
                 nnz=Stat.of([m.nnz for m in members]), compression=Stat.of([m.compression_vs_teacher for m in members]),
                 memory_reduction=Stat.of([m.memory_reduction_vs_teacher for m in members]),
                 teacher_accuracy=Stat.of([m.teacher_accuracy for m in members]), wall_time_s=Stat.of([m.wall_time_s for m in members]),
+                all_pruned=sum(1 for m in members if m.kind != "teacher" and m.nnz == 0),
             )
         )
     return summaries
@@ -67,6 +69,16 @@ def _with_spread(mean: str, spread: str, stat: Stat) -> str:
 
 def _pct(stat: Stat) -> str:
     return _with_spread(f"{100 * stat.mean:.2f}", f"{100 * stat.std:.2f}", stat)
+
+
+def _compression_cells(s: Summary) -> str:
+    """Compression and memory reduction; a student with no weight left has no meaningful ratio."""
+    if s.all_pruned:
+        return f"all weights pruned ({s.all_pruned} of {s.accuracy.n} seeds) | -"
+    return (
+        f"{_with_spread(f'{s.compression.mean:.1f}x', f'{s.compression.std:.1f}', s.compression)} | "
+        f"{_with_spread(f'{s.memory_reduction.mean:.1f}x', f'{s.memory_reduction.std:.1f}', s.memory_reduction)}"
+    )
 
 
 def to_markdown(summaries: Sequence[Summary], title: str, notes: Sequence[str] = ()) -> str:
@@ -83,8 +95,7 @@ def to_markdown(summaries: Sequence[Summary], title: str, notes: Sequence[str] =
         for s in members:
             lines.append(
                 f"| {s.label} | {_pct(s.accuracy)} | {_pct(s.sparsity)} | {_with_spread(f'{s.nnz.mean:,.0f}', f'{s.nnz.std:,.0f}', s.nnz)} | "
-                f"{_with_spread(f'{s.compression.mean:.1f}x', f'{s.compression.std:.1f}', s.compression)} | "
-                f"{_with_spread(f'{s.memory_reduction.mean:.1f}x', f'{s.memory_reduction.std:.1f}', s.memory_reduction)} | {s.accuracy.n} |"
+                f"{_compression_cells(s)} | {s.accuracy.n} |"
             )
         lines.append("")
     lines += [f"- {note}" for note in notes]

@@ -72,6 +72,7 @@ def build_report(
     )
     return {
         "format": REPORT_FORMAT,
+        "warnings": collapse_warnings(student, dataset.get("train_samples")),
         "vs_plugin_version": __version__,
         "dataset": dataset,
         "teacher": teacher_section,
@@ -89,6 +90,23 @@ def build_report(
             "machine": platform.machine(),
         },
     }
+
+
+def collapse_warnings(student: ModelFootprint, train_samples: Optional[int]) -> list[str]:
+    """Say when whole weight tensors were pruned: the layers after them no longer see the input.
+
+    The KL term is scaled by 1/N (METHOD.md), so with few training samples it can outweigh the
+    data terms and prune everything: the ELBO's honest answer, but rarely what a user wants.
+    """
+    empty = [layer.name for layer in student.layers if layer.weights and layer.nnz == 0]
+    if not empty:
+        return []
+    data = f" with N = {train_samples:,} training samples" if train_samples else ""
+    return [
+        f"every weight of {len(empty)} layer(s) was pruned ({', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}): "
+        f"the student's output no longer depends on its input there. The KL term (scaled 1/N{data}) outweighed "
+        "the data terms; lower --kl-weight, lengthen --kl-warmup-epochs, raise --threshold or train on more data"
+    ]
 
 
 def summary_table(report: dict) -> str:
@@ -112,6 +130,7 @@ def summary_table(report: dict) -> str:
         f"memory {student['memory_reduction_vs_teacher']:.1f}x smaller than the teacher"
     )
     lines.append(f"wall time: {report['wall_time_s']:.1f} s")
+    lines += [f"WARNING: {warning}" for warning in report.get("warnings", ())]
     return "\n".join(lines)
 
 
