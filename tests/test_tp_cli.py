@@ -83,6 +83,7 @@ def test_one_command_comparison_at_matched_macs(tmp_path, capsys):
     for row in results["rows"][1:]:
         assert 0.45 <= row["macs_ratio_vs_teacher"] <= 0.5 and row["latency_ms"]["1"] > 0
         assert load_pruned(out / row["folder"]) is not None
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "results.md").read_text()
     assert "| vs-structured | 50% |" in table and "| tp-magnitude | 50% |" in table
     assert experiment_main(["--config", str(config), "--out", str(out), "--quiet"]) == 2

@@ -30,7 +30,7 @@ import yaml
 
 from vs_plugin.data.registry import load_dataset
 from vs_plugin.errors import ConfigError, VSPluginError
-from vs_plugin.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from vs_plugin.io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text
 from vs_plugin.metrics.accuracy import evaluate_accuracy
 from vs_plugin.models.registry import build_model
 from vs_plugin.models.weights import load_weights
@@ -39,6 +39,7 @@ from vs_plugin.pipeline.settings import CompressSettings
 from vs_plugin.training.reproducibility import seed_everything
 
 from .baselines import get_baseline, run_tp_baseline
+from .experiment_plot import results_plot
 from .serialization import PRUNED_SPEC, save_pruned
 from .structured import REPORT, loaders, structured_from_modules, train_teacher
 from .structured_report import model_size, structured_section
@@ -46,6 +47,7 @@ from .structured_settings import StructuredSettings
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
+RESULTS_PNG = "results.png"
 EXPERIMENT_KEYS = ("teacher", "student", "dataset", "image_size", "data_dir", "teacher_checkpoint",
                    "settings", "structured", "targets", "baselines", "baseline_epochs")
 
@@ -200,6 +202,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, overwrite: bool = Fa
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / RESULTS_JSON, results)
     atomic_write_text(out_dir / RESULTS_MD, results_table(results))
+    png = results_plot(results)
+    atomic_write(out_dir / RESULTS_PNG, lambda tmp: tmp.write_bytes(png))
     return results
 
 
