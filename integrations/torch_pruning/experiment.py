@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
-import yaml
+from vs_plugin.config_files import read_yaml
 
 from vs_plugin.data.registry import load_dataset
 from vs_plugin.errors import ConfigError, VSPluginError
@@ -103,12 +103,7 @@ class ExperimentConfig:
 
 def read_experiment(path: Path) -> ExperimentConfig:
     """The experiment described by a YAML file."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"cannot read experiment config {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"experiment config {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    data = read_yaml(path, "experiment config")
     if not isinstance(data, dict):
         raise ConfigError(f"experiment config {path} must hold a mapping")
     return ExperimentConfig.from_mapping(data)

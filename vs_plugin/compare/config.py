@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import yaml
+from ..config_files import read_yaml
 
 from ..errors import ConfigError
 
@@ -216,14 +216,7 @@ def compare_config_from_mapping(data: Mapping[str, Any], base_dir: Optional[Path
 def load_compare_config(path: Path) -> CompareConfig:
     """Read and validate a compare config (YAML or JSON)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read compare config {path}: {error.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"compare config {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    data = read_yaml(path, "compare config")
     return compare_config_from_mapping(data, base_dir=path.resolve().parent)
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import yaml
+from ..config_files import read_yaml
 
 from ..errors import ConfigError
 from ..pipeline.settings import CompressSettings
@@ -181,10 +181,5 @@ def parse_experiment(data: Mapping[str, Any], base_dir: Path = Path(".")) -> Exp
 
 
 def load_experiment(path: Path) -> ExperimentConfig:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"cannot read experiment config {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"experiment config {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    data = read_yaml(path, "experiment config")
     return parse_experiment(data, Path(path).parent)
