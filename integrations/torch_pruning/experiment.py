@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
+from vs_plugin.cli.experiment import seed_list
 from vs_plugin.config_files import read_yaml
 
 from vs_plugin.data.registry import load_dataset
@@ -241,9 +242,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace previous results in --out")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    parser.add_argument(
+        "--seeds", type=seed_list, default=None, metavar="S[,S...]",
+        help="run once per seed into OUT/seed-S (finished seeds are read back) and write seeds.md/.json/.png: mean ± std",
+    )
     args = parser.parse_args(argv)
+    log = (lambda m: None) if args.quiet else print
     try:
-        results = run_experiment(read_experiment(args.config), args.out, args.overwrite, log=(lambda m: None) if args.quiet else print)
+        config = read_experiment(args.config)
+        if args.seeds is not None:
+            from .experiment_seeds import SEEDS_JSON, SEEDS_MD, run_seeds, seeds_table
+
+            print(seeds_table(run_seeds(config, args.out, args.seeds, args.overwrite, log=log)))
+            print(f"wrote {args.out / SEEDS_JSON}, {args.out / SEEDS_MD} and seeds.png")
+            return 0
+        results = run_experiment(config, args.out, args.overwrite, log=log)
     except VSPluginError as error:
         print(f"vs-plugin: error: {error}", file=sys.stderr)
         return 2

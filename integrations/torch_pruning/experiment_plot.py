@@ -1,5 +1,6 @@
-"""The structured experiment's plot (``results.png``): accuracy and measured speed-up against the
-MAC reduction, one line per method, the dense teacher as a reference line."""
+"""The structured experiment's plot (``results.png``, ``seeds.png``): accuracy and measured speed-up
+against the MAC reduction, one line per method, the dense teacher as a reference line. Rows that
+carry ``accuracy_std`` / ``speedup_std`` (a summary over seeds) get error bars of one std."""
 
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ def results_plot(results: dict) -> bytes:
     for index, method in enumerate(dict.fromkeys(r["method"] for r in rows if r["target_macs_ratio"] is not None)):
         points = sorted((r for r in rows if r["method"] == method), key=lambda r: 1 - r["macs_ratio_vs_teacher"])
         reduction = [100 * (1 - r["macs_ratio_vs_teacher"]) for r in points]
-        left.plot(reduction, [100 * r["accuracy"] for r in points], styles[index % len(styles)], label=method)
+        accuracy_std = [100 * r["accuracy_std"] for r in points] if all("accuracy_std" in r for r in points) else None
+        left.errorbar(reduction, [100 * r["accuracy"] for r in points], yerr=accuracy_std, fmt=styles[index % len(styles)],
+                      capsize=3, label=method)
         for batch in batches:
-            right.plot(reduction, [r["speedup"].get(batch) for r in points], styles[index % len(styles)],
-                       alpha=1.0 if batch == batches[0] else 0.5, label=f"{method}, batch {batch}")
+            speedup_std = [r["speedup_std"][batch] for r in points] if all("speedup_std" in r for r in points) else None
+            right.errorbar(reduction, [r["speedup"].get(batch) for r in points], yerr=speedup_std, fmt=styles[index % len(styles)],
+                           capsize=3, alpha=1.0 if batch == batches[0] else 0.5, label=f"{method}, batch {batch}")
     if teacher is not None:
         left.axhline(100 * teacher["accuracy"], color="grey", linestyle="--", linewidth=1, label="teacher (dense)")
     right.axhline(1.0, color="grey", linestyle="--", linewidth=1)
@@ -34,7 +38,9 @@ def results_plot(results: dict) -> bytes:
         axes.set_xlabel("MAC reduction vs the teacher (%)")
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize=7)
-    figure.suptitle(f"{results['teacher']} on {results['dataset']}: structured pruning at matched MACs", fontsize=10)
+    seeds = results.get("seeds")
+    over = f", mean ± std over seeds {', '.join(map(str, seeds))}" if seeds else ""
+    figure.suptitle(f"{results['teacher']} on {results['dataset']}: structured pruning at matched MACs{over}", fontsize=10)
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png")

@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="discard finished rows and teachers in --out first")
     parser.add_argument(
-        "--seeds", type=_seed_list, default=None, metavar="S[,S...]",
+        "--seeds", type=seed_list, default=None, metavar="S[,S...]",
         help="run only these seeds instead of the config's (e.g. 0 for a quick first pass; rerun without it to add the rest)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-row lines")
@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _seed_list(text: str) -> tuple[int, ...]:
+def seed_list(text: str) -> tuple[int, ...]:
+    """``--seeds``' argparse type: comma-separated distinct integers such as ``0`` or ``0,1,2``."""
     try:
         seeds = tuple(int(part) for part in text.split(","))
     except ValueError:
