@@ -14,18 +14,23 @@ Variants (each checked to compute the same outputs as the compressed student):
   smaller dense MLP.
 
 Latency: median of ``--repeats`` timed calls at each batch size, variants interleaved so that
-machine noise hits them alike; ratios against the teacher are what to compare. Peak memory: the
-growth of the process's peak resident set while loading and running each variant alone, in a
-fresh subprocess (``--memory``): the kernel's peak-RSS counter (VmHWM) is reset after torch is
-imported (``/proc/self/clear_refs``, Linux), so the growth counts the model and its activations.
+machine noise hits them alike; ratios against the teacher are what to compare. Peak memory
+(``--memory``): each variant is first saved in its deployment form (the whole module, CSR
+matrices or the shrunk dense layers as such, ``torch.save``); a fresh subprocess then loads that
+file and runs it, and reports the growth of its peak resident set. The kernel's peak-RSS counter
+(VmHWM) is reset after torch is imported and a tiny dense + CSR model has been loaded and run
+(``/proc/self/clear_refs``, Linux), so the growth counts the loaded model and its activations,
+not one-time library costs, and no variant pays for building itself from the dense checkpoint. The file sizes are reported beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,23 +88,17 @@ def shrink(model: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def load_variants(run: Path, teacher_checkpoint: Path | None, only: str | None = None) -> dict[str, nn.Module]:
-    """Every variant (or just ``only``, loading nothing else)."""
+def load_variants(run: Path, teacher_checkpoint: Path | None) -> dict[str, nn.Module]:
+    """The teacher and the three forms of the compressed student."""
     spec_data = json.loads((run / "student.json").read_text())
     channels, height, width = spec_data["input"]
     spec = InputSpec(channels, height, width, spec_data["num_classes"])
-    if only == "teacher" or only is None:
-        report = json.loads((run / "report.json").read_text())
-        teacher = load_weights(build_model(report["config"]["teacher"], spec), teacher_checkpoint or run / "teacher.pt").eval()
-        if only == "teacher":
-            return {"teacher": teacher}
+    report = json.loads((run / "report.json").read_text())
+    teacher = load_weights(build_model(report["config"]["teacher"], spec), teacher_checkpoint or run / "teacher.pt").eval()
     student = load_student(run).eval()
     if not isinstance(student, nn.Sequential) or not all(isinstance(m, (nn.Flatten, nn.Linear, nn.ReLU)) for m in student):
         sys.exit("this benchmark covers MLP students (Flatten/Linear/ReLU); structured CNNs: vs-plugin compress --structured")
-    builders = {"student dense": lambda: student, "student CSR": lambda: to_csr(student), "student shrunk": lambda: shrink(student)}
-    if only is not None:
-        return {only: builders[only]()}
-    return {"teacher": teacher, **{name: build() for name, build in builders.items()}}
+    return {"teacher": teacher, "student dense": student, "student CSR": to_csr(student), "student shrunk": shrink(student)}
 
 
 def check_equal(variants: dict[str, nn.Module], spec_shape: tuple[int, ...]) -> None:
@@ -151,17 +150,41 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def peak_memory_child(run: str, name: str, batch: int, teacher_checkpoint: str | None) -> None:
-    """Peak resident-set growth while loading ``name`` and running it (Linux: VmHWM after a reset)."""
-    shape = tuple(json.loads((Path(run) / "student.json").read_text())["input"])
+def _warm_up(batch: int) -> None:
+    """Pay the one-time costs (torch.load's imports, first dense and CSR kernels) before measuring."""
+    tiny = nn.Sequential(nn.Flatten(), nn.Linear(8, 8), nn.ReLU(), CSRLinear(nn.Linear(8, 8)))
+    buffer = io.BytesIO()
+    torch.save(tiny, buffer)
+    buffer.seek(0)
+    with torch.inference_mode():
+        torch.load(buffer, weights_only=False)(torch.randn(batch, 8))
+
+
+def peak_memory_child(deployment_file: str, shape: tuple[int, ...], batch: int) -> None:
+    """Peak resident-set growth while loading a saved module and running it (Linux: VmHWM after a reset)."""
     x = torch.randn(batch, *shape)
+    _warm_up(batch)
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     before = _status_kib("VmRSS")
-    model = load_variants(Path(run), Path(teacher_checkpoint) if teacher_checkpoint else None, only=name)[name]
+    model = torch.load(deployment_file, weights_only=False)  # our own file, written by the parent process
     with torch.inference_mode():
         for _ in range(3):
             model(x)
     print(json.dumps({"peak_rss_growth_kib": _status_kib("VmHWM") - before}))
+
+
+def peak_memory(variants: dict[str, nn.Module], shape: tuple[int, ...], batch: int) -> tuple[dict, dict]:
+    """Per variant: peak RSS growth (KiB) of a fresh process loading its deployment file, and the file's bytes."""
+    memory, file_bytes = {}, {}
+    with tempfile.TemporaryDirectory() as folder:
+        for index, (name, model) in enumerate(variants.items()):
+            path = Path(folder) / f"variant-{index}.pt"
+            torch.save(model, path)
+            file_bytes[name] = path.stat().st_size
+            command = [sys.executable, __file__, "--child", str(path), ",".join(map(str, shape)), str(batch)]
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            memory[name] = json.loads(output.strip().splitlines()[-1])["peak_rss_growth_kib"]
+    return memory, file_bytes
 
 
 def main() -> None:
@@ -173,12 +196,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory, one subprocess per variant")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--child", nargs=3, metavar=("RUN", "VARIANT", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("FILE", "SHAPE", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
-        peak_memory_child(args.child[0], args.child[1], int(args.child[2]), args.teacher_checkpoint and str(args.teacher_checkpoint))
+        peak_memory_child(args.child[0], tuple(int(d) for d in args.child[1].split(",")), int(args.child[2]))
         return
     if args.run is None:
         parser.error("--run is required")
@@ -187,26 +210,20 @@ def main() -> None:
     check_equal(variants, shape)
     times = latency(variants, shape, args.batch_sizes, args.repeats)
     sizes = {name: parameter_bytes(model) for name, model in variants.items()}
-    memory = {}
-    if args.memory:
-        for name in variants:
-            command = [sys.executable, __file__, "--child", str(args.run), name, str(max(args.batch_sizes))]
-            if args.teacher_checkpoint:
-                command += ["--teacher-checkpoint", str(args.teacher_checkpoint)]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            memory[name] = json.loads(output.strip().splitlines()[-1])["peak_rss_growth_kib"]
+    memory, file_bytes = peak_memory(variants, shape, max(args.batch_sizes)) if args.memory else ({}, {})
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; latency = median of {args.repeats} calls (ms)\n")
     header = "| variant | parameters in memory | " + " | ".join(f"batch {b} ms (x teacher)" for b in args.batch_sizes)
-    header += " | peak RSS growth |" if memory else " |"
+    header += " | deployment file | peak RSS growth, loading it |" if memory else " |"
     print(header)
-    print("|---" * (2 + len(args.batch_sizes) + (1 if memory else 0)) + "|")
+    print("|---" * (2 + len(args.batch_sizes) + (2 if memory else 0)) + "|")
     for name in variants:
         cells = [f"{times[name][b]:.3f} ({times['teacher'][b] / times[name][b]:.1f}x faster)" if name != "teacher" else f"{times[name][b]:.3f}" for b in args.batch_sizes]
         row = f"| {name} | {sizes[name] / 1024:,.0f} KiB | " + " | ".join(cells)
-        row += f" | {memory[name] / 1024:,.1f} MiB |" if memory else " |"
+        row += f" | {file_bytes[name] / 1024:,.0f} KiB | {memory[name] / 1024:,.1f} MiB |" if memory else " |"
         print(row)
     if args.json:
-        args.json.write_text(json.dumps({"latency_ms": times, "parameter_bytes": sizes, "peak_rss_growth_kib": memory}, indent=2))
+        args.json.write_text(json.dumps({"latency_ms": times, "parameter_bytes": sizes, "deployment_file_bytes": file_bytes,
+                                          "peak_rss_growth_kib": memory}, indent=2))
 
 
 if __name__ == "__main__":
