@@ -101,9 +101,9 @@ def summarise_seeds(per_seed: Sequence[dict]) -> dict:
             stat = Stat.of(values)
             row[field], row[f"{field}_std"] = stat.mean, stat.std
         for field in ("speedup", "latency_ms"):
-            batches = members[0].get(field, {})
-            row[field] = {b: Stat.of([m[field][b] for m in members]).mean for b in batches}
-            row[f"{field}_std"] = {b: Stat.of([m[field][b] for m in members]).std for b in batches}
+            stats = {b: Stat.of([m[field][b] for m in members]) for b in members[0].get(field, {})}
+            row[field] = {b: stat.mean for b, stat in stats.items()}
+            row[f"{field}_std"] = {b: stat.std for b, stat in stats.items()}
         rows.append(row)
     first = per_seed[0]
     return {
