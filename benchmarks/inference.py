@@ -20,7 +20,8 @@ matrices or the shrunk dense layers as such, ``torch.save``); a fresh subprocess
 file and runs it, and reports the growth of its peak resident set. The kernel's peak-RSS counter
 (VmHWM) is reset after torch is imported and a tiny dense + CSR model has been loaded and run
 (``/proc/self/clear_refs``, Linux), so the growth counts the loaded model and its activations,
-not one-time library costs, and no variant pays for building itself from the dense checkpoint. The file sizes are reported beside it.
+not one-time library costs, and no variant pays for building itself from the dense checkpoint.
+The file sizes are reported beside it.
 """
 
 from __future__ import annotations

@@ -251,6 +251,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config = read_experiment(args.config)
         if args.seeds is not None:
+            # imported here, not at the top: experiment_seeds imports this module
             from .experiment_seeds import SEEDS_JSON, SEEDS_MD, run_seeds, seeds_table
 
             print(seeds_table(run_seeds(config, args.out, args.seeds, args.overwrite, log=log)))
