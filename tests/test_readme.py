@@ -40,8 +40,17 @@ def mlp(*widths: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: these tiny models gain nothing from more, and lose 10-25x on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def user_things():
+def user_things(one_thread):
     """What the README says the user brings: a trained teacher, a student module, the data."""
     torch.manual_seed(0)
     digits = load_digits()
@@ -53,7 +62,7 @@ def user_things():
     test_set = torch.utils.data.TensorDataset(inputs[test], labels[test])
     teacher = mlp(64, 256, 256, 10)
     optimizer = torch.optim.Adam(teacher.parameters(), lr=1e-3)
-    for _ in range(8):
+    for _ in range(4):
         for x, y in torch.utils.data.DataLoader(train_set, batch_size=64, shuffle=True):
             loss = nn.functional.cross_entropy(teacher(x), y)
             optimizer.zero_grad()
