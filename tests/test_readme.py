@@ -137,3 +137,32 @@ def test_readme_commands_parse():
         if "..." in words:
             continue  # an elided example ("compress ... --resume")
         parser.parse_args(words)
+
+
+def readme_text() -> str:
+    return " ".join(README.read_text(encoding="utf-8").split())
+
+
+def test_readme_says_what_to_do_when_the_output_folder_holds_a_run(tmp_path):
+    """The README quotes the error a second run of command 1 stops with, and names the ways out."""
+    from vs_plugin.errors import VSPluginError
+    from vs_plugin.pipeline.outputs import RunDirectory
+
+    (tmp_path / "report.json").write_text("{}")
+    with pytest.raises(VSPluginError) as error:
+        RunDirectory(tmp_path)
+    quoted = re.search(r"already holds a run", str(error.value))
+    assert quoted is not None
+    text = readme_text()
+    around = text[text.index(quoted.group(0)) - 300: text.index(quoted.group(0)) + 300]
+    assert "--resume" in around and "--overwrite" in around
+
+
+def test_readme_says_where_tune_writes_and_what_its_default_metric_is():
+    pytest.importorskip("nni")
+    from vs_plugin.integrations.nni.experiment import load_experiment_config
+
+    config = load_experiment_config(README.parent / "configs" / "tune-digits.yml")
+    text = readme_text()
+    assert f"`{config.experiment_working_directory}/" in text  # NNI's default working directory
+    assert "`default`" in text and "--min-compression" in text and "--work-dir" in text
