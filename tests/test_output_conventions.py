@@ -61,6 +61,9 @@ def test_the_command_prints_epoch_lines_on_stderr_and_none_with_quiet(tmp_path, 
     assert "\r" not in captured.err  # no progress-bar redraws in a captured stream
     assert main([*base, "--quiet", "--out", str(tmp_path / "b")]) == 0
     assert "student epoch" not in capsys.readouterr().err
+    logger = logging.getLogger("vs_plugin")
+    assert all(isinstance(h, logging.NullHandler) for h in logger.handlers)  # the command cleaned up after itself
+    assert logger.level == logging.NOTSET
 
 
 def test_tune_prints_nni_log_lines_without_colour_codes(capsys):

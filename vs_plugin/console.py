@@ -15,7 +15,8 @@ import logging
 import math
 import sys
 import time
-from typing import Callable, Optional, TextIO
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, TextIO
 
 LOGGER_NAME = "vs_plugin"
 logger = logging.getLogger(LOGGER_NAME)
@@ -26,7 +27,6 @@ MAX_EPOCH_LINES = 10
 #: A line at least this often (seconds) whatever the epoch count.
 LINE_INTERVAL_S = 60.0
 
-_cli_handler: Optional[logging.Handler] = None
 
 
 def is_terminal(stream: Optional[TextIO] = None) -> bool:
@@ -71,12 +71,20 @@ class EpochLines:
         return False
 
 
-def configure_cli_logging(verbose: bool = True, stream: Optional[TextIO] = None) -> None:
-    """The command line's logging: vs-plugin's INFO lines as plain text on stderr (WARNING and up if not verbose)."""
-    global _cli_handler
-    if _cli_handler is not None:
-        logger.removeHandler(_cli_handler)
-    _cli_handler = logging.StreamHandler(sys.stderr if stream is None else stream)
-    _cli_handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(_cli_handler)
+@contextmanager
+def cli_logging(verbose: bool = True, stream: Optional[TextIO] = None) -> Iterator[None]:
+    """For one command: vs-plugin's INFO lines as plain text on stderr (WARNING and up if not verbose).
+
+    The handler and the logger's level are removed again on exit, so a command run inside a
+    Python process (tests, notebooks) leaves that process's logging as it found it.
+    """
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -7,7 +7,7 @@ import sys
 from typing import Optional, Sequence
 
 from .._version import __version__
-from ..console import configure_cli_logging
+from ..console import cli_logging
 from ..errors import VSPluginError
 from ..training.distributed import shutdown
 from . import compare, compress, experiment, listing, tune
@@ -31,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_cli_logging(verbose=not getattr(args, "quiet", False))
     try:
-        return args.handler(args)
+        with cli_logging(verbose=not getattr(args, "quiet", False)):
+            return args.handler(args)
     except VSPluginError as error:
         print(f"vs-plugin: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
