@@ -16,6 +16,7 @@ from .errors import CheckpointError, ConfigError, DataError
 from .models.registry import InputSpec, build_model
 from .models.weights import load_weights
 from .pipeline.outputs import STUDENT_SPEC, STUDENT_WEIGHTS
+from .pipeline.resume import checkpoint_settings, resumed_values
 from .pipeline.run import CompressionJob, run_compression
 from .pipeline.settings import CompressSettings
 from .training.reproducibility import seed_everything
@@ -63,11 +64,18 @@ def compress(
         train_teacher: train the teacher first (``teacher_epochs``, ``teacher_lr``).
         teacher_checkpoint: local file with the teacher's state_dict.
         out_dir: where to write report.json, student.pt, student.json (and checkpoints).
-        resume / overwrite: continue or replace the run in ``out_dir``.
-        **settings: any field of :class:`vs_plugin.pipeline.settings.CompressSettings`.
+        resume / overwrite: continue or replace the run in ``out_dir``; a resumed run takes its
+            settings from the checkpoint (settings given again must match, except ``epochs``,
+            ``device``, ``progress`` and the other resumable ones).
+        **settings: any field of :class:`vs_plugin.pipeline.settings.CompressSettings`. Unlike
+            the command line, ``progress`` is off unless given: a library is quiet unless asked
+            (per-epoch lines go to the ``vs_plugin`` logger at INFO level either way).
     """
     if train is None or test is None:
         raise ConfigError("compress needs both a train and a test dataset (or DataLoader)")
+    if resume and out_dir is not None:
+        settings = resumed_values(checkpoint_settings(Path(out_dir)), settings, CompressSettings.__dataclass_fields__)
+    settings = {"progress": False, **settings}
     config = CompressSettings.from_mapping(settings)
     seed_everything(config.seed)  # models built by name get a repeatable initialisation
     names = {}

@@ -43,3 +43,7 @@ class CheckpointError(VSPluginError):
 
 class TrainingDiverged(VSPluginError):
     """The loss became NaN or infinite during training."""
+
+
+class TrainingStalled(VSPluginError):
+    """Training runs but the student's variational parameters never change (not in the optimizer)."""

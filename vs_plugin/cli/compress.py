@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ..api import compress_by_name
+from ..console import logger
 from ..errors import ConfigError
 from ..pipeline.report import summary_table
+from ..pipeline.resume import checkpoint_settings, resumed_values
 from ..pipeline.settings import CompressSettings
 from ..training.distributed import is_main_process
 from .settings_args import add_settings_arguments, read_config_file
@@ -39,7 +39,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--image-size", type=int, help="resize images to this square size")
     parser.add_argument("--no-download", action="store_true", help="never try to download missing dataset files")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, with the checkpoint's settings (an option given again must "
+        "match them, except --epochs, --device, --progress, --num-workers, --cache-teacher, --compile-kl, --threshold-sweep)")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines (--no-progress keeps the lines)")
     add_settings_arguments(parser)
@@ -109,7 +110,7 @@ def _run_structured(args: argparse.Namespace, run_values: dict, settings: Compre
         image_size=run_values.get("image_size"),
         out_dir=args.out,
         overwrite=args.overwrite,
-        log=None if args.quiet else tqdm.write,
+        log=logger.info,  # silenced by --quiet (see vs_plugin.console)
     )
     print(summary_table(report))
     print("\n".join(summary_lines(report)))
@@ -129,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
     values.update({k: v for k, v in vars(args).items() if k in known_settings})
     if args.quiet:
         values["progress"] = False
+    if args.resume and structured is None:  # the checkpoint's settings, unless given again
+        saved = checkpoint_settings(args.out)
+        run_values = resumed_values(saved, run_values, RUN_KEYS)
+        values = resumed_values(saved, values, known_settings)
     settings = CompressSettings.from_mapping(values)
     image_size = run_values.get("image_size")
     if image_size is not None and not isinstance(image_size, int):
@@ -147,7 +152,6 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         settings=settings,
-        log=None if args.quiet else tqdm.write,
     )
     if not is_main_process():
         return 0

@@ -7,6 +7,7 @@ import sys
 from typing import Optional, Sequence
 
 from .._version import __version__
+from ..console import cli_logging
 from ..errors import VSPluginError
 from ..training.distributed import shutdown
 from . import compare, compress, experiment, listing, tune
@@ -31,7 +32,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        with cli_logging(verbose=not getattr(args, "quiet", False)):
+            return args.handler(args)
     except VSPluginError as error:
         print(f"vs-plugin: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

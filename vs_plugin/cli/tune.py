@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import re
+import sys
 from pathlib import Path
 
+from ..console import is_terminal
 from ..errors import ConfigError
 from ..training.distributed import launched_by_torchrun
 
@@ -43,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be a TCP port number, got {args.port}")
     from ..integrations.nni.experiment import best_trial, load_experiment_config, optimize_mode, run_experiment
 
+    if not is_terminal(sys.stdout):
+        plain_nni_console()
     config = load_experiment_config(args.config)
     outcomes = run_experiment(config, port=args.port, max_trials=args.max_trials, work_dir=args.work_dir, timeout_s=args.timeout)
     for outcome in sorted(outcomes, key=lambda o: o.trial_id):
@@ -51,3 +57,29 @@ def run(args: argparse.Namespace) -> int:
     best = best_trial(outcomes, optimize_mode(config))
     print(f"best trial {best.trial_id} (score {best.score:.4f}): {json.dumps(best.parameters, sort_keys=True)}")
     return 0
+
+
+def plain_nni_console() -> None:
+    """NNI's console log without its colour codes (for logs and pipes): same lines, plain text.
+
+    NNI prints its own log lines to stdout through a handler that always adds ANSI colours;
+    ``nni.runtime.log.silence_stdout`` removes it and a plain handler takes its place.
+    """
+    from nni.runtime.log import silence_stdout
+
+    silence_stdout()
+    nni_logger = logging.getLogger("nni")
+    for handler in list(nni_logger.handlers):
+        if getattr(handler, "_vs_plugin_plain", False):
+            nni_logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_PlainFormatter("[%(asctime)s] %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler._vs_plugin_plain = True  # type: ignore[attr-defined]
+    nni_logger.addHandler(handler)
+
+
+class _PlainFormatter(logging.Formatter):
+    """Drops NNI's colour escapes (``${GREEN}``) from messages."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return re.sub(r"\$\{[A-Z_]+\}", "", super().formatMessage(record))

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from ..console import bars_enabled
 from ..data.loaders import dataset_size, make_loader, subset_fraction
 from ..data.registry import load_dataset
 from ..errors import ConfigError
@@ -89,7 +90,7 @@ def _preparation_key(config: CompareConfig) -> str:
 
 
 def _bar(total: int, desc: str, progress: bool) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="epoch", leave=True, disable=not progress, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="epoch", leave=True, disable=not bars_enabled(progress), dynamic_ncols=True)
 
 
 def _reference_row(name: str, model: nn.Module, teacher_weights: int, accuracy: float, dense_memory: bool) -> ResultRow:

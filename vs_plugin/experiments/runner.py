@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 from tqdm.auto import tqdm
 
+from ..console import bars_enabled
 from ..data.registry import load_dataset
 from ..errors import ConfigError
 from ..io import atomic_torch_save, atomic_write, atomic_write_json
@@ -58,7 +59,7 @@ def run_experiment(
     bundle = load_dataset(config.dataset, config.data_dir)
     results: list[RowResult] = []
     total = len(config.seeds) * len(config.train_fractions) * len(config.rows)
-    with tqdm(total=total, desc=config.name, unit="row", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(total=total, desc=config.name, unit="row", disable=not bars_enabled(progress), dynamic_ncols=True) as bar:
         for seed in config.seeds:
             teacher_path = _teacher(config, bundle, seed, out_dir, log)
             method_rows = MethodRows(config, seed, teacher_path)

@@ -40,6 +40,10 @@ class KLWarmup:
 
     Sparse VD trained with beta = 0 for 5 epochs, then linearly to 1 by epoch 20 (Molchanov et
     al. 2017); the default here is a linear ramp from step 0.
+
+    ``step`` is a global optimizer step that never restarts with an epoch (``enumerate(loader)``
+    does, and would keep beta below 1 for ever). Passing the schedule to
+    ``VariationalStudentObjective(..., warmup=...)`` lets the objective count the steps itself.
     """
 
     end_step: int

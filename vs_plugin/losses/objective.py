@@ -26,10 +26,13 @@ from torch import Tensor
 from ..errors import ConfigError
 from .bsr import BSR_NORMS, BlockSparseRegulariser
 from .kd import KD_REDUCTIONS, kd_loss
-from .kl import variational_kl
+from .kl import KLWarmup, variational_kl
 from .locality import locality_preserving_loss
+from .update_check import UpdateCheck
 
 CE_WEIGHTINGS = ("full", "complement")
+#: Training calls after which the objective checks that the variational parameters move.
+DEFAULT_CHECK_UPDATES = 20
 TERMS = ("loss", "ce", "kd", "kl", "bsr", "lp")
 
 
@@ -113,6 +116,14 @@ class VariationalStudentObjective(nn.Module):
         config: term weights and options.
         num_train_samples: N, the number of training samples actually used.
 
+        warmup: the KL warm-up; without an explicit ``beta`` a call uses ``warmup.beta(global_step)``,
+            where ``global_step`` counts the calls made with gradients enabled (it does not restart
+            with each epoch; set it when resuming). None: beta 1.
+        check_updates: after this many training calls (gradients enabled), check that the
+            student's variational parameters have changed since the first one, and raise
+            :class:`vs_plugin.errors.TrainingStalled` if none did: the optimizer does not hold them
+            (typically it was created before ``variationalize``). 0 switches the check off.
+
     Call it with the batch's outputs; it returns ``{'loss', 'ce', 'kd', 'kl', 'bsr', 'lp'}``:
     ``loss`` is the weighted total to back-propagate, the others the unweighted terms (``kl``
     already divided by N; disabled terms are 0).
@@ -125,6 +136,8 @@ class VariationalStudentObjective(nn.Module):
         config: Optional[ObjectiveConfig] = None,
         *,
         num_train_samples: int,
+        warmup: Optional[KLWarmup] = None,
+        check_updates: int = DEFAULT_CHECK_UPDATES,
     ) -> None:
         super().__init__()
         self.config = config or ObjectiveConfig()
@@ -132,7 +145,13 @@ class VariationalStudentObjective(nn.Module):
             raise ConfigError(f"num_train_samples must be a positive integer, got {num_train_samples!r}")
         if teacher is None and self.config.uses_teacher:
             raise ConfigError("kd_weight > 0 or lp_gamma > 0 needs a teacher; pass one or set both weights to 0")
+        if warmup is not None and not isinstance(warmup, KLWarmup):
+            raise ConfigError(f"warmup must be a vs_plugin.KLWarmup or None, got {type(warmup).__name__}")
         self.num_train_samples = num_train_samples
+        self.warmup = warmup
+        #: Training calls so far (calls with gradients enabled); drives ``warmup``.
+        self.global_step = 0
+        self._update_check = UpdateCheck(student, check_updates)
         self._student = [student]  # referenced, not owned: no duplicate parameters in state_dict
         self.bsr = (
             BlockSparseRegulariser(student, teacher, self.config.bsr_norm, self.config.bsr_mapping)
@@ -146,7 +165,7 @@ class VariationalStudentObjective(nn.Module):
         teacher_logits: Optional[Tensor] = None,
         target: Optional[Tensor] = None,
         *,
-        beta: float = 1.0,
+        beta: Optional[float] = None,
         student_features: Optional[Tensor] = None,
         teacher_features: Optional[Tensor] = None,
     ) -> dict[str, Tensor]:
@@ -156,12 +175,19 @@ class VariationalStudentObjective(nn.Module):
             student_logits: (B, C) student outputs.
             teacher_logits: (B, C) teacher outputs (needed when kd_weight > 0).
             target: (B,) class indices.
-            beta: KL warm-up factor in [0, 1] (see :class:`vs_plugin.losses.kl.KLWarmup`).
+            beta: KL warm-up factor in [0, 1] (see :class:`vs_plugin.losses.kl.KLWarmup`); None:
+                ``warmup.beta(global_step)``, or 1 without a warm-up.
             student_features / teacher_features: features for the locality-preserving loss.
         """
         cfg = self.config
         if target is None:
             raise ConfigError("the objective needs the batch's targets for the cross-entropy term")
+        training = torch.is_grad_enabled() and student_logits.requires_grad
+        if beta is None:
+            beta = self.warmup.beta(self.global_step) if self.warmup is not None else 1.0
+        if training:
+            self._update_check.observe()
+            self.global_step += 1
         if not 0.0 <= beta <= 1.0:
             raise ConfigError(f"beta must lie in [0, 1], got {beta}")
         zero = student_logits.new_zeros((), dtype=torch.float32)

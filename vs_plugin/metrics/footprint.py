@@ -6,6 +6,9 @@
 - Sparse footprint: each weight tensor as a CSR matrix of shape (out, fan_in): 4-byte values,
   a column index of 2 bytes when the row has fewer than 65,536 columns (else 4) and 4-byte row
   pointers; everything else dense fp32.
+- Smallest footprint: each weight tensor in whichever of the two forms is smaller (a dense or
+  physically pruned layer is smaller dense: CSR costs 6-8 bytes per non-zero), everything else
+  dense fp32. This is what a deployment would store; the summary reports it with its form.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ class LayerFootprint:
     @property
     def sparsity(self) -> float:
         return 1.0 - self.nnz / self.weights if self.weights else 0.0
+
+    @property
+    def smallest_bytes(self) -> int:
+        """Bytes of the weight stored dense or as CSR, whichever is smaller."""
+        return min(self.dense_bytes, self.csr_bytes)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -76,6 +84,19 @@ class ModelFootprint:
     @property
     def sparse_bytes(self) -> int:
         return sum(layer.csr_bytes for layer in self.layers) + FP32_BYTES * (self.other_params + self.buffer_values)
+
+    @property
+    def smallest_bytes(self) -> int:
+        """Each weight tensor dense or CSR, whichever is smaller; everything else dense fp32."""
+        return sum(layer.smallest_bytes for layer in self.layers) + FP32_BYTES * (self.other_params + self.buffer_values)
+
+    @property
+    def smallest_format(self) -> str:
+        """``"CSR"``, ``"dense"`` or ``"dense + CSR"``: the forms :attr:`smallest_bytes` uses."""
+        sparse = sum(layer.csr_bytes < layer.dense_bytes for layer in self.layers)
+        if sparse == 0:
+            return "dense"
+        return "CSR" if sparse == len(self.layers) else "dense + CSR"
 
 
 def csr_bytes(weight: torch.Tensor) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
+from ..console import EpochLines
 from ..losses.kl import KLWarmup
 from ..losses.objective import VariationalStudentObjective
 from ..metrics.accuracy import count_correct
@@ -117,6 +118,7 @@ def train_teacher(teacher: nn.Module, env: PhaseEnvironment, checkpoint: Optiona
     start = _resume(optimizer, checkpoint, env) if checkpoint is not None else 0
     step = ClassifierStep(_ddp(teacher, env), env.device, env.autocast)
     steps_per_epoch = len(env.teacher_loader)
+    lines = EpochLines(settings.teacher_epochs)
     for epoch in range(start, settings.teacher_epochs):
         record = train_one_epoch(
             teacher, optimizer, env.teacher_loader, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
@@ -125,7 +127,8 @@ def train_teacher(teacher: nn.Module, env: PhaseEnvironment, checkpoint: Optiona
         record = _mean_over_ranks(record, env)
         record.extra["test_accuracy"] = distributed_accuracy(teacher, env)
         env.history["teacher"].append(record.to_dict())
-        env.log(_epoch_line("teacher", record, settings.teacher_epochs))
+        if lines.due(record.epoch):
+            env.log(_epoch_line("teacher", record, settings.teacher_epochs))
         _save(env, "teacher", epoch + 1, teacher, None, optimizer, 0)
 
 
@@ -153,6 +156,7 @@ def train_student(
             with_features=objective.config.lp_gamma > 0, autocast=env.autocast,
         )
     step = StudentStep(_ddp(student, env), teacher if uses_teacher else None, objective, warmup, env.device, env.autocast)
+    lines = EpochLines(settings.epochs)
     try:
         for epoch in range(start, settings.epochs):
             record = train_one_epoch(
@@ -164,7 +168,8 @@ def train_student(
             record.extra["sparsity"] = model_footprint(student).sparsity
             record.extra["beta"] = warmup.beta((epoch + 1) * steps_per_epoch - 1)
             env.history["student"].append(record.to_dict())
-            env.log(_epoch_line("student", record, settings.epochs))
+            if lines.due(record.epoch):
+                env.log(_epoch_line("student", record, settings.epochs))
             _save(env, "student", epoch + 1, teacher, student, optimizer, (epoch + 1) * steps_per_epoch)
     finally:
         step.close()

@@ -22,6 +22,11 @@ MEASUREMENT_NOTES = {
     ),
     "teacher.memory_bytes": "dense fp32: 4 bytes per parameter and floating-point buffer",
     "memory_reduction_vs_teacher": "teacher dense fp32 bytes / student sparse bytes",
+    "storage_bytes": (
+        "student stored in its smallest honest form: each weight tensor dense fp32 or CSR (as memory_bytes), "
+        "whichever is smaller, named in storage_format; every other parameter and buffer dense fp32"
+    ),
+    "storage_reduction_vs_teacher": "teacher dense fp32 bytes / student storage_bytes (below 1: the student is larger)",
     "accuracy": "top-1 on the test split named in dataset.test_split",
 }
 
@@ -67,6 +72,9 @@ def build_report(
             "compression_vs_dense_student": dense_student.weights / nnz,
             "memory_bytes": student.sparse_bytes,
             "memory_reduction_vs_teacher": teacher.dense_bytes / student.sparse_bytes,
+            "storage_bytes": student.smallest_bytes,
+            "storage_format": student.smallest_format,
+            "storage_reduction_vs_teacher": teacher.dense_bytes / student.smallest_bytes,
             "accuracy_drop_vs_teacher": teacher_accuracy - student_accuracy,
         }
     )
@@ -119,7 +127,7 @@ def summary_table(report: dict) -> str:
         ("weights", f"{teacher['weights']:,}", f"{student['weights']:,}"),
         ("non-zero weights", f"{teacher['nnz']:,}", f"{student['nnz']:,}"),
         ("sparsity", f"{100 * teacher['sparsity']:.2f}%", f"{100 * student['sparsity']:.2f}%"),
-        ("memory", _bytes(teacher["memory_bytes"]) + " dense", _bytes(student["memory_bytes"]) + " CSR"),
+        ("memory", _bytes(teacher["memory_bytes"]) + " dense", _student_storage(student)),
     ]
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(width[i]) for i, cell in enumerate(row)) for row in rows]
@@ -127,11 +135,29 @@ def summary_table(report: dict) -> str:
     lines.append(
         f"compression: {student['compression_vs_teacher']:.1f}x fewer non-zero weights than the teacher, "
         f"{student['compression_vs_dense_student']:.1f}x vs the dense student; "
-        f"memory {student['memory_reduction_vs_teacher']:.1f}x smaller than the teacher"
+        f"memory {_ratio_phrase(_storage_reduction(student), 'smaller', 'larger')} than the teacher"
     )
     lines.append(f"wall time: {report['wall_time_s']:.1f} s")
     lines += [f"WARNING: {warning}" for warning in report.get("warnings", ())]
     return "\n".join(lines)
+
+
+def _student_storage(student: dict) -> str:
+    """The student's smallest storage form (reports written before it existed: CSR)."""
+    if "storage_bytes" in student:
+        return f"{_bytes(student['storage_bytes'])} {student['storage_format']}"
+    return _bytes(student["memory_bytes"]) + " CSR"
+
+
+def _storage_reduction(student: dict) -> float:
+    return student.get("storage_reduction_vs_teacher", student["memory_reduction_vs_teacher"])
+
+
+def _ratio_phrase(ratio: float, below: str, above: str) -> str:
+    """``"2.0x smaller"`` for a ratio of 2, ``"1.1x larger"`` for 0.9: never "0.9x smaller"."""
+    if ratio >= 1:
+        return f"{ratio:.1f}x {below}"
+    return f"{1 / ratio:.1f}x {above}" if ratio > 0 else f"infinitely {above}"
 
 
 def _bytes(count: int) -> str:

@@ -15,8 +15,8 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
+from ..console import logger
 from ..data.loaders import BatchSource, dataset_labels, dataset_size, make_loader, subset_fraction
 from ..errors import CheckpointError, ConfigError, VSPluginError
 from ..losses.objective import VariationalStudentObjective
@@ -97,7 +97,7 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
     dist = init_distributed(resolve_device(settings.device))
     device = process_device(resolve_device(settings.device), dist)
     quiet = lambda message: None  # noqa: E731
-    log = (job.log or (tqdm.write if settings.progress else quiet)) if dist.is_main else quiet
+    log = (job.log or logger.info) if dist.is_main else quiet  # per-epoch lines: logging, unless the caller takes them
     if settings.batch_size % dist.world_size:
         raise ConfigError(f"batch_size {settings.batch_size} (the global batch) must be divisible by the {dist.world_size} processes")
 

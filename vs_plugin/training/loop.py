@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from ..console import bars_enabled
 from ..data.loaders import set_loader_epoch
 from ..errors import TrainingDiverged
 
@@ -54,7 +55,8 @@ def train_one_epoch(
     total_epochs: int,
     after_backward: Optional[Callable[[], None]] = None,
 ) -> EpochRecord:
-    """One pass over ``batches``; returns the mean of every loss term."""
+    """One pass over ``batches``; returns the mean of every loss term (a bar only on a terminal)."""
+    progress = bars_enabled(progress)
     model.train()
     set_loader_epoch(batches, epoch)
     sums: dict[str, float] = {}
