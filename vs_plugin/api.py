@@ -141,6 +141,7 @@ def compress_by_name(
         resume=resume,
         overwrite=overwrite,
         log=log,
+        inputs=(teacher_checkpoint,) if teacher_checkpoint is not None else (),
     )
     return run_compression(job)
 

@@ -43,3 +43,7 @@ class CheckpointError(VSPluginError):
 
 class TrainingDiverged(VSPluginError):
     """The loss became NaN or infinite during training."""
+
+
+class OutputError(VSPluginError):
+    """An output folder that cannot be written (read-only, full disk) or is in use by another run."""
