@@ -14,7 +14,7 @@ from .data.loaders import dataset_labels
 from .data.registry import load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .models.registry import InputSpec, build_model
-from .models.weights import load_weights
+from .models.weights import build_for_weights, load_weights, weights_beside
 from .pipeline.outputs import STUDENT_SPEC, STUDENT_WEIGHTS
 from .pipeline.run import CompressionJob, run_compression
 from .pipeline.settings import CompressSettings
@@ -158,9 +158,14 @@ def load_student(run_dir: Union[str, Path]) -> nn.Module:
         raise CheckpointError(f"{spec_path} is not valid JSON: {error}") from None
     if spec.get("model") is None or spec.get("input") is None:
         raise CheckpointError(f"{spec_path} names no model architecture (the run used Python modules); load the state_dict into your own module")
-    channels, height, width = spec["input"]
-    model = build_model(spec["model"], InputSpec(channels, height, width, spec["num_classes"]))
-    load_weights(model, run_dir / spec.get("weights", STUDENT_WEIGHTS))
+    try:
+        channels, height, width = (int(v) for v in spec["input"])
+        input_spec = InputSpec(channels, height, width, int(spec["num_classes"]))
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{spec_path} needs 'input' [C, H, W] and 'num_classes' as integers") from None
+    weights = weights_beside(spec_path, spec.get("weights", STUDENT_WEIGHTS))
+    model = build_for_weights(spec["model"], input_spec, weights, spec_path)
+    load_weights(model, weights)
     model.eval()
     return model
 

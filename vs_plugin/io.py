@@ -138,8 +138,8 @@ def load_tensors(path: Union[str, Path], what: str = "checkpoint") -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - every reader failure is described below
         text = _ANSI.sub("", str(error))
-        if "Weights only load failed" in text or "weights_only" in text:
-            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if "GLOBAL" in text:  # the weights-only unpickler met a Python object it does not allow
+            found = re.search(r"GLOBAL ([\w.]+)", text)
             detail = f" ({found.group(1)})" if found else ""
             raise CheckpointError(
                 f"{what} {path} holds Python objects other than tensors{detail}; vs-plugin loads only tensors "
@@ -148,5 +148,5 @@ def load_tensors(path: Union[str, Path], what: str = "checkpoint") -> Any:
         if isinstance(error, OSError):
             raise CheckpointError(f"could not read {what} {path}: {error.strerror or error}") from None
         raise CheckpointError(
-            f"{what} {path} is not a PyTorch checkpoint (a .pt/.pth file written by torch.save) or is damaged"
+            f"could not read {what} {path}: it is not a PyTorch checkpoint (a .pt/.pth file written by torch.save) or it is damaged"
         ) from None
