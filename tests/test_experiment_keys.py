@@ -94,3 +94,29 @@ def test_two_experiments_on_one_folder(tmp_path, capsys):
         assert "another vs-plugin run" in capsys.readouterr().err
     finally:
         lock.release()
+
+
+def test_compare_cache_is_keyed_by_the_teacher_file_content(tmp_path):
+    """NNI trials share the prepared teacher through a cache keyed by settings: a teacher
+    checkpoint rewritten at the same path must not be served from the cache."""
+    import torch
+
+    from vs_plugin.compare.config import compare_config_from_mapping
+    from vs_plugin.compare.runner import prepare
+    from vs_plugin.models import InputSpec, build_model
+
+    path = tmp_path / "teacher.pt"
+    torch.manual_seed(1)
+    torch.save(build_model("mlp:in-64-out", InputSpec(1, 8, 8, 10)).state_dict(), path)
+    config = compare_config_from_mapping({
+        "dataset": "digits", "teacher": "mlp:in-64-out", "student": "mlp:in-32-out", "teacher_checkpoint": str(path),
+        "dense_student_epochs": 0, "epochs": 1, "device": "cpu", "methods": [{"name": "level", "config_list": [{"op_types": ["Linear"]}]}],
+    })
+    first = prepare(config, progress=False, cache_dir=tmp_path)
+    torch.manual_seed(2)
+    replacement = build_model("mlp:in-64-out", InputSpec(1, 8, 8, 10)).state_dict()
+    torch.save(replacement, path)
+    second = prepare(config, progress=False, cache_dir=tmp_path)
+    loaded = second.context.teacher.state_dict()
+    assert all(torch.equal(loaded[k], replacement[k]) for k in replacement)
+    assert not torch.equal(first.context.teacher.state_dict()["1.weight"], loaded["1.weight"])
