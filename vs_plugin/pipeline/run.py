@@ -124,8 +124,13 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
     test_loader = make_loader(job.test, max(per_rank_batch, 256), shuffle=False, seed=settings.seed, num_workers=settings.num_workers, rank=dist.rank, world_size=dist.world_size, pad=False)
     num_train = dataset_size(train_data)
     train_labels = dataset_labels(train_data if isinstance(train_data, torch.utils.data.Dataset) else train_data.dataset)
-    num_classes = job.spec.num_classes if job.spec is not None else infer_num_classes(train_labels)
+    if job.spec is not None:
+        num_classes = job.spec.num_classes
+    else:
+        num_classes = job.num_classes if job.num_classes is not None else infer_num_classes(train_labels)
     check_labels(train_labels, num_classes, "training")
+    test_data = job.test.dataset if isinstance(job.test, torch.utils.data.DataLoader) else job.test
+    check_labels(dataset_labels(test_data) if isinstance(test_data, torch.utils.data.Dataset) else None, num_classes, "test")
     teacher = job.teacher.to(device)
     student_template = None if job.student is None else job.student.to(device)
     check_models_fit_data(teacher, student_template, first_batch(train_loader), num_classes, device)
@@ -186,6 +191,17 @@ def warn_short_warmup(settings: CompressSettings) -> None:
         )
 
 
+def warn_teacher_at_chance(accuracy: float, num_classes: int) -> None:
+    """Warn when the teacher is no better than guessing (1.5 x chance): distilling it teaches nothing."""
+    if accuracy <= 1.5 / num_classes:
+        warnings.warn(
+            f"the teacher's test accuracy is {100 * accuracy:.1f}%, near chance ({100 / num_classes:.1f}% for {num_classes} "
+            "classes): is it trained? Give trained weights (teacher_checkpoint=) or train it first (train_teacher=True)",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
 def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_classes, variational_config, objective_config, checkpoint, started):
     settings = env.settings
     if checkpoint is not None:
@@ -195,6 +211,7 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
         train_teacher(teacher, env, checkpoint if checkpoint is not None and checkpoint["phase"] == "teacher" else None)
     teacher.eval()
     teacher_accuracy = distributed_accuracy(teacher, env)
+    warn_teacher_at_chance(teacher_accuracy, num_classes)
     teacher_footprint = model_footprint(teacher)
 
     student = copy.deepcopy(teacher) if job.student is None else job.student.to(env.device)
