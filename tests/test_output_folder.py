@@ -132,6 +132,26 @@ def test_disk_full_is_a_clear_error_and_leaves_no_temporary_file(tmp_path, monke
     assert not out.exists() or not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_a_disk_full_after_the_first_epoch_keeps_the_checkpoint_for_resume(finished, tmp_path, monkeypatch, capsys):
+    import vs_plugin.io as io_module
+
+    original, calls = io_module.os.fsync, {"n": 0}
+
+    def full_after_two(fd):
+        calls["n"] += 1
+        if calls["n"] > 2:  # teacher epoch 1 and student epoch 1 are saved, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(fd)
+
+    monkeypatch.setattr(io_module.os, "fsync", full_after_two)
+    out = tmp_path / "full"
+    assert main(["compress", *SMALL, "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["compress", *SMALL, "--out", str(out), "--resume"]) == 0
+    assert digest(out / "student.pt") == digest(finished / "student.pt")
+
+
 def test_stale_temporary_files_are_removed_on_the_next_run(finished, tmp_path, monkeypatch):
     out = tmp_path / "run"
     interrupt_epoch(monkeypatch, 2)

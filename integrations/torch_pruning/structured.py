@@ -37,7 +37,7 @@ import torch.nn as nn
 
 from vs_plugin.data.loaders import dataset_size, make_loader, subset_fraction
 from vs_plugin.data.registry import load_dataset
-from vs_plugin.errors import ConfigError, VSPluginError
+from vs_plugin.errors import ConfigError, OutputError, VSPluginError
 from vs_plugin.layers.channel import ChannelGateLayer
 from vs_plugin.losses.kl import KLWarmup
 from vs_plugin.metrics.accuracy import evaluate_accuracy
@@ -344,14 +344,26 @@ def structured_from_modules(
             test_split=test_split, teacher_history=teacher_history, save_teacher=save_teacher, log=log, run_dir=run_dir,
             checkpoint=checkpoint if checkpoint is None or checkpoint["phase"] != "teacher" else None, started=started,
         )
-    except VSPluginError:
+    except VSPluginError as error:
         if owned and run_dir is not None:
-            run_dir.discard()
+            _on_failure(run_dir, error, resume)
         raise
     finally:
         if owned and run_dir is not None:
             run_dir.close()
     return student, report
+
+
+def _on_failure(run_dir: RunDirectory, error: VSPluginError, resume: bool) -> None:
+    """After a failed run: keep the checkpoint when the disk was full (then say so) or when
+    resuming; otherwise remove what the run wrote."""
+    if isinstance(error, OutputError) and run_dir.file(CHECKPOINT).exists():
+        error.args = (f"{error}; the last checkpoint is kept: make room, then continue with --resume",)
+        run_dir.close()
+    elif resume:
+        run_dir.close()
+    else:
+        run_dir.discard()
 
 
 def read_checkpoint(
@@ -482,9 +494,9 @@ def run_structured(
             rerun=rerun, test_split=bundle.test_split, teacher_history=teacher_history, save_teacher=teacher_checkpoint is None,
             log=log, run_dir=run_dir, checkpoint=checkpoint, started_at=started,
         )
-    except VSPluginError:
+    except VSPluginError as error:
         if run_dir is not None:
-            run_dir.discard() if not resume else run_dir.close()
+            _on_failure(run_dir, error, resume)
         raise
     finally:
         if run_dir is not None:

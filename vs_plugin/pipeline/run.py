@@ -19,7 +19,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..data.loaders import BatchSource, dataset_labels, dataset_size, make_loader, subset_fraction
-from ..errors import CheckpointError, ConfigError, VSPluginError
+from ..errors import CheckpointError, ConfigError, OutputError, VSPluginError
 from ..losses.objective import VariationalStudentObjective
 from ..metrics.footprint import model_footprint
 from ..models.registry import InputSpec
@@ -167,6 +167,12 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
             }
             teacher_state = teacher.state_dict() if job.train_teacher else None
             run_dir.write_results(student.state_dict(), spec, report, teacher_state)
+    except OutputError as error:  # a full disk: keep the last checkpoint, so the run can continue
+        if run_dir is not None and run_dir.file(CHECKPOINT_FILE).exists():
+            raise OutputError(f"{error}; the last checkpoint is kept: make room, then continue with --resume") from None
+        if run_dir is not None:
+            run_dir.discard()
+        raise
     except VSPluginError:
         if run_dir is not None:
             run_dir.discard()
