@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from vs_plugin.io import atomic_write_text
+
 LOOPBACK = "127.0.0.1"
 PRELOAD_NAME = "vs-plugin-loopback.js"
 
@@ -63,9 +65,7 @@ def loopback_environment(folder: Path, host: str = LOOPBACK) -> Iterator[Path]:
     both are restored on exit.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    script = folder / PRELOAD_NAME
-    script.write_text(PRELOAD_JS, encoding="utf-8")
+    script = atomic_write_text(folder / PRELOAD_NAME, PRELOAD_JS)  # another tune may be starting beside us
     saved = {name: os.environ.get(name) for name in ("NODE_OPTIONS", "VS_PLUGIN_NNI_HOST")}
     quoted = '"' + str(script.resolve()).replace('\\', '\\\\').replace('"', '\\"') + '"'
     os.environ["NODE_OPTIONS"] = " ".join(filter(None, [saved["NODE_OPTIONS"], f"--require {quoted}"]))

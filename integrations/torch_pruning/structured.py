@@ -46,7 +46,7 @@ from vs_plugin.models.registry import InputSpec, build_model
 from vs_plugin.models.weights import load_weights
 from vs_plugin.pipeline.outputs import RunDirectory
 from vs_plugin.pipeline.report import build_report
-from vs_plugin.pipeline.run import RESUMABLE_CHANGES
+from vs_plugin.pipeline.run import RESUMABLE_CHANGES, warn_short_warmup
 from vs_plugin.pipeline.settings import CompressSettings
 from vs_plugin.pipeline.validation import resolve_device
 from vs_plugin.training.loop import train_one_epoch
@@ -332,6 +332,7 @@ def structured_from_modules(
     names = dict(names or {})
     check_single_process(settings)
     prune_epochs(settings.epochs, structured.prune_steps)  # fail before any training
+    warn_short_warmup(settings)
     record = settings_record(rerun, settings, structured)
     owned = run_dir is None
     if owned:

@@ -140,7 +140,8 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
     run_dir, checkpoint = _prepare_output(job, settings_record, dist)
     if checkpoint is not None:
         total = settings.teacher_epochs if checkpoint["phase"] == "teacher" else settings.epochs
-        log(f"resuming from {checkpoint['phase']} epoch {checkpoint['epoch']} of {total} ({run_dir.file(CHECKPOINT_FILE)})")
+        where = "" if run_dir is None else f" ({run_dir.file(CHECKPOINT_FILE)})"  # run_dir: rank 0 only
+        log(f"resuming from {checkpoint['phase']} epoch {checkpoint['epoch']} of {total}{where}")
 
     env = PhaseEnvironment(
         settings=settings, device=device, dist=dist, train_loader=train_loader, teacher_loader=teacher_loader,
