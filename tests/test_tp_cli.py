@@ -25,7 +25,8 @@ def structured_run(tmp_path_factory):
 
 
 def test_structured_run_writes_a_smaller_model_and_measures_it(structured_run, capsys):
-    assert {p.name for p in structured_run.iterdir()} == {"report.json", "pruned.json", "pruned.pt", "teacher.pt"}
+    # checkpoint.pt: structured runs are checkpointed and resumable like every run (issue 15)
+    assert {p.name for p in structured_run.iterdir()} == {"report.json", "pruned.json", "pruned.pt", "teacher.pt", "checkpoint.pt"}
     report = json.loads((structured_run / "report.json").read_text())
     section = report["structured"]
     assert section["prune_by"] == "macs" and section["target_macs_ratio"] == 0.5
@@ -61,8 +62,10 @@ def test_threshold_pruning_from_a_config_file_equals_the_masked_student(tmp_path
 def test_structured_options_need_structured(tmp_path, capsys):
     assert main(["compress", *SMALL, "--target-macs", "0.5", "--out", str(tmp_path / "x")]) == 2
     assert "applies only with --structured" in capsys.readouterr().err
+    # --resume is supported with --structured now (issue 15); with nothing to resume it is still an error
     assert main(["compress", "--structured", *SMALL, "--resume", "--out", str(tmp_path / "y")]) == 2
-    assert "--resume is not supported" in capsys.readouterr().err
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
     assert main(["compress", "--structured", *SMALL, "--prune-steps", "5", "--out", str(tmp_path / "z")]) == 2
     assert "prune_steps" in capsys.readouterr().err
     assert not (tmp_path / "z").exists()

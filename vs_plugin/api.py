@@ -10,35 +10,36 @@ from typing import Any, Callable, Optional, Union
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from .data.conform import conform_data
 from .data.loaders import dataset_labels
 from .data.registry import load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .models.registry import InputSpec, build_model
-from .models.weights import load_weights
+from .models.weights import build_for_weights, load_weights, weights_beside
 from .pipeline.outputs import STUDENT_SPEC, STUDENT_WEIGHTS
 from .pipeline.resume import checkpoint_settings, resumed_values
 from .pipeline.run import CompressionJob, run_compression
 from .pipeline.settings import CompressSettings
+from .pipeline.validation import infer_num_classes
 from .training.reproducibility import seed_everything
 
 ModelArgument = Union[nn.Module, str]
 
 
-def _infer_spec(train: Union[Dataset, DataLoader]) -> InputSpec:
+def _infer_spec(train: Union[Dataset, DataLoader], num_classes: Optional[int]) -> InputSpec:
     dataset = train.dataset if isinstance(train, DataLoader) else train
     try:
         sample = dataset[0][0]
     except Exception as error:  # noqa: BLE001
         raise DataError(f"cannot read a sample of the training data: {error}") from None
-    labels = dataset_labels(dataset)
-    if labels is None:
-        raise DataError("models given by name need labelled data (a TensorDataset or a dataset with .targets)")
+    if num_classes is None:
+        num_classes = infer_num_classes(dataset_labels(dataset))
     shape = tuple(sample.shape)
     if len(shape) == 1:
         shape = (1, 1, shape[0])
     if len(shape) != 3:
         raise DataError(f"models given by name need (C, H, W) or (D,) samples, got shape {shape}")
-    return InputSpec(shape[0], shape[1], shape[2], int(labels.max()) + 1)
+    return InputSpec(shape[0], shape[1], shape[2], num_classes)
 
 
 def compress(
@@ -52,6 +53,7 @@ def compress(
     out_dir: Optional[Union[str, Path]] = None,
     resume: bool = False,
     overwrite: bool = False,
+    num_classes: Optional[int] = None,
     **settings: Any,
 ) -> tuple[nn.Module, dict]:
     """Distil ``teacher`` into a sparse variational student; return (finalized student, report).
@@ -67,6 +69,8 @@ def compress(
         resume / overwrite: continue or replace the run in ``out_dir``; a resumed run takes its
             settings from the checkpoint (settings given again must match, except ``epochs``,
             ``device``, ``progress`` and the other resumable ones).
+        num_classes: the class count, for a training Dataset that exposes no labels up front
+            (no ``.targets``); otherwise read from the labels (every class 0..C-1 must occur).
         **settings: any field of :class:`vs_plugin.pipeline.settings.CompressSettings`. Unlike
             the command line, ``progress`` is off unless given: a library is quiet unless asked
             (per-epoch lines go to the ``vs_plugin`` logger at INFO level either way).
@@ -77,11 +81,19 @@ def compress(
         settings = resumed_values(checkpoint_settings(Path(out_dir)), settings, CompressSettings.__dataclass_fields__)
     settings = {"progress": False, **settings}
     config = CompressSettings.from_mapping(settings)
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2):
+        raise ConfigError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if isinstance(teacher, str) and not train_teacher and teacher_checkpoint is None:
+        raise ConfigError(
+            f"the teacher {teacher!r} is given by name, so it would be a random network: pass train_teacher=True to train "
+            "it first, or teacher_checkpoint= with its trained weights"
+        )
+    train, test = conform_data(train, "training"), conform_data(test, "test")
     seed_everything(config.seed)  # models built by name get a repeatable initialisation
     names = {}
     spec = None
     if isinstance(teacher, str) or isinstance(student, str):
-        spec = _infer_spec(train)
+        spec = _infer_spec(train, num_classes)
     if isinstance(teacher, str):
         names["teacher"] = teacher
         teacher = build_model(teacher, spec)
@@ -95,6 +107,7 @@ def compress(
     job = CompressionJob(
         teacher=teacher, student=student, train=train, test=test, settings=config, train_teacher=train_teacher,
         spec=spec, names=names, out_dir=Path(out_dir) if out_dir else None, resume=resume, overwrite=overwrite,
+        inputs=(teacher_checkpoint,) if teacher_checkpoint is not None else (), num_classes=num_classes,
     )
     return run_compression(job)
 
@@ -149,6 +162,7 @@ def compress_by_name(
         resume=resume,
         overwrite=overwrite,
         log=log,
+        inputs=(teacher_checkpoint,) if teacher_checkpoint is not None else (),
     )
     return run_compression(job)
 
@@ -165,9 +179,14 @@ def load_student(run_dir: Union[str, Path]) -> nn.Module:
         raise CheckpointError(f"{spec_path} is not valid JSON: {error}") from None
     if spec.get("model") is None or spec.get("input") is None:
         raise CheckpointError(f"{spec_path} names no model architecture (the run used Python modules); load the state_dict into your own module")
-    channels, height, width = spec["input"]
-    model = build_model(spec["model"], InputSpec(channels, height, width, spec["num_classes"]))
-    load_weights(model, run_dir / spec.get("weights", STUDENT_WEIGHTS))
+    try:
+        channels, height, width = (int(v) for v in spec["input"])
+        input_spec = InputSpec(channels, height, width, int(spec["num_classes"]))
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{spec_path} needs 'input' [C, H, W] and 'num_classes' as integers") from None
+    weights = weights_beside(spec_path, spec.get("weights", STUDENT_WEIGHTS))
+    model = build_for_weights(spec["model"], input_spec, weights, spec_path)
+    load_weights(model, weights)
     model.eval()
     return model
 

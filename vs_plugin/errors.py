@@ -47,3 +47,7 @@ class TrainingDiverged(VSPluginError):
 
 class TrainingStalled(VSPluginError):
     """Training runs but the student's variational parameters never change (not in the optimizer)."""
+
+
+class OutputError(VSPluginError):
+    """An output folder that cannot be written (read-only, full disk) or is in use by another run."""

@@ -2,7 +2,8 @@
 
 The experiment config is NNI's own YAML (``experimentName``, ``searchSpaceFile``,
 ``trialCommand``, ``tuner``, ``trainingService: {platform: local}``...), the same file
-``nnictl create --config`` takes. :func:`run_experiment` starts NNI's manager on a local port,
+``nnictl create --config`` takes. :func:`run_experiment` starts NNI's manager on 127.0.0.1 (see
+:mod:`.loopback`; ``listen_all`` opts out),
 waits for the trials, reads their results and always stops the manager, also on errors and
 Ctrl-C.
 """
@@ -13,6 +14,7 @@ import math
 import shlex
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -21,6 +23,8 @@ import yaml
 from nni.experiment import Experiment, ExperimentConfig
 
 from vs_plugin.errors import ConfigError, VSPluginError
+
+from .loopback import LOOPBACK, is_loopback, listening_addresses, loopback_environment
 
 #: Experiment states after which no trial runs any more.
 FINAL_STATES = ("DONE", "STOPPED", "ERROR")
@@ -76,12 +80,17 @@ def run_experiment(
     timeout_s: Optional[float] = None,
     poll_s: float = 1.0,
     log: Callable[[str], None] = print,
+    listen_all: bool = False,
 ) -> list[TrialOutcome]:
-    """Start the experiment on ``localhost:port``, wait until its trials are done, return their results.
+    """Start the experiment on ``127.0.0.1:port``, wait until its trials are done, return their results.
 
     Args:
         config: NNI experiment config (its trialCommand's ``python`` becomes this interpreter).
         port: port of NNI's manager and web UI.
+        listen_all: let NNI's manager listen on every network interface (its web UI and REST API
+            have no login). By default it is bound to 127.0.0.1 (see :mod:`.loopback`), the
+            listening addresses are read back from the kernel, and the run is refused if any
+            is not a loopback address.
         max_trials: override ``maxTrialNumber``.
         work_dir: override ``experimentWorkingDirectory`` (where NNI keeps logs and trial output).
         timeout_s: stop waiting after this many seconds (the experiment is stopped either way).
@@ -104,13 +113,15 @@ def run_experiment(
     experiment = Experiment(config)
     started = time.monotonic()
     process = None
+    binding = nullcontext() if listen_all else loopback_environment(Path(config.experiment_working_directory).expanduser())
     try:
-        experiment.start(port)
+        with binding:
+            experiment.start(port)
     except Exception as error:  # noqa: BLE001 - NNI raises plain errors (port in use, manager failed to start)
         raise VSPluginError(f"NNI could not start the experiment on port {port}: {error}") from None
     process = experiment._proc  # the NNI manager we started, to make sure it ends
     try:
-        log(f"NNI experiment {experiment.id} running; web UI at http://localhost:{port}")
+        log(_listening_line(experiment.id, port, listen_all))
         status = experiment.get_status()
         while status not in FINAL_STATES:
             if timeout_s is not None and time.monotonic() - started > timeout_s:
@@ -133,6 +144,27 @@ def run_experiment(
         where = Path(config.experiment_working_directory) / experiment.id / "trials"
         raise VSPluginError(f"no trial reported a result ({len(failed)} of {len(jobs)} failed); see the trials' stderr under {where}")
     return outcomes
+
+
+def _listening_line(experiment_id: str, port: int, listen_all: bool) -> str:
+    """Where the manager really listens (read from the kernel); refuses an exposed manager
+    unless ``listen_all``."""
+    addresses = listening_addresses(port)
+    exposed = [a for a in addresses if not is_loopback(a)]
+    if exposed and not listen_all:
+        raise VSPluginError(
+            f"NNI's manager listens on {', '.join(exposed)}:{port}, reachable from other machines with no login; "
+            "stopped it (pass --listen-all to allow that)"
+        )
+    if listen_all:
+        shown = ", ".join(addresses) or "every interface"
+        return (
+            f"NNI experiment {experiment_id} running; web UI and REST API at http://<this machine>:{port}, listening on "
+            f"{shown} (--listen-all): anyone who can reach this port can read and control the experiment, with no login"
+        )
+    host = addresses[0] if addresses else LOOPBACK
+    host = f"[{host}]" if ":" in host else host
+    return f"NNI experiment {experiment_id} running; web UI at http://{host}:{port} (this machine only)"
 
 
 def optimize_mode(config: ExperimentConfig) -> str:

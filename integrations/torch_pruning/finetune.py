@@ -18,6 +18,7 @@ from vs_plugin.losses.objective import ObjectiveConfig, VariationalStudentObject
 from vs_plugin.metrics.accuracy import evaluate_accuracy
 from vs_plugin.training.loop import train_one_epoch
 from vs_plugin.training.optim import adam
+from vs_plugin.training.reproducibility import restore_rng_state
 from vs_plugin.training.steps import StudentStep
 
 
@@ -36,6 +37,8 @@ def distill(
     progress: bool = False,
     log: Optional[Callable[[str], None]] = None,
     on_epoch: Optional[Callable[[], None]] = None,
+    resume: Optional[dict] = None,
+    save: Optional[Callable[[int, torch.optim.Optimizer, list[dict]], None]] = None,
 ) -> list[dict]:
     """Train ``student`` for ``epochs`` epochs with Adam on the objective's data terms.
 
@@ -50,6 +53,8 @@ def distill(
         after_backward: called between backward and the optimizer step (regularising pruners).
         phase / progress / log: progress-bar label, bars on or off, per-epoch line sink.
         on_epoch: called after every epoch (progress bars of ``vs-plugin compare``).
+        resume: continue from a checkpoint's ``epoch``, ``optimizer``, ``records`` and ``rng``.
+        save: called after every epoch with (epochs done, optimizer, records) to checkpoint.
 
     Returns:
         one record per epoch (mean loss terms, seconds, test accuracy).
@@ -61,10 +66,16 @@ def distill(
     loss = VariationalStudentObjective(student, partner, config, num_train_samples=1).to(device)
     step = StudentStep(student, partner, loss, KLWarmup(end_step=0), device)
     optimizer = adam(student.parameters(), lr=lr)
-    records = []
+    records: list[dict] = []
+    start = 0
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        records = list(resume["records"])
+        start = int(resume["epoch"])
+        restore_rng_state(resume["rng"])
     try:
         steps_per_epoch = len(train_loader)
-        for epoch in range(epochs):
+        for epoch in range(start, epochs):
             record = train_one_epoch(
                 student, optimizer, train_loader, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
                 phase=phase, progress=progress, total_epochs=epochs, after_backward=after_backward,
@@ -76,6 +87,8 @@ def distill(
                 log(epoch_line(phase, record.to_dict(), epochs))
             if on_epoch is not None:
                 on_epoch()
+            if save is not None:
+                save(epoch + 1, optimizer, records)
     finally:
         step.close()
     return records

@@ -17,6 +17,7 @@ the spec, then loads the state_dict strictly. Both files are written atomically.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -27,7 +28,7 @@ from vs_plugin.errors import CheckpointError, ConfigError
 from vs_plugin.io import atomic_torch_save, atomic_write_json
 from vs_plugin.layers.base import VariationalLayer
 from vs_plugin.models.registry import InputSpec, build_model
-from vs_plugin.models.weights import load_weights
+from vs_plugin.models.weights import MAX_INPUT_ELEMENTS, build_for_weights, load_weights, weights_beside
 
 from .attention import apply_attention_spec, attention_spec
 from .graph import build_graph
@@ -152,9 +153,28 @@ def load_pruned(path: Union[str, Path], model: Optional[nn.Module] = None) -> nn
         model: a fresh, unpruned instance of the architecture, when the spec names none.
     """
     spec, spec_path = read_spec(path)
+    weights = weights_beside(spec_path, spec.get("weights", PRUNED_WEIGHTS))
+    if model is None and spec.get("model"):
+        try:
+            channels, height, width = (int(v) for v in spec["input"])
+            input_spec = InputSpec(channels, height, width, int(spec["num_classes"]))
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{spec_path} needs 'input' [C, H, W] and 'num_classes' as integers") from None
+        model = build_for_weights(spec["model"], input_spec, weights, spec_path, pruned=True)
+    elif model is not None:
+        _check_input_size(spec, spec_path)
     model = rebuild_pruned(spec, model)
-    load_weights(model, spec_path.parent / spec.get("weights", PRUNED_WEIGHTS))
+    load_weights(model, weights)
     return model.eval()
+
+
+def _check_input_size(spec: dict, spec_path: Path) -> None:
+    try:
+        elements = math.prod(int(v) for v in spec["input"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{spec_path} needs 'input' [C, H, W] as integers") from None
+    if not 0 < elements <= MAX_INPUT_ELEMENTS:
+        raise CheckpointError(f"{spec_path} names an input of {elements:,} values per sample; at most {MAX_INPUT_ELEMENTS:,} are accepted")
 
 
 __all__ = [

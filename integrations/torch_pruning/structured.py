@@ -16,7 +16,9 @@
 
 Written to the output folder: ``report.json`` (the core report plus a ``structured`` section),
 ``pruned.json`` + ``pruned.pt`` (spec and state_dict, :func:`load_pruned`), ``teacher.pt`` when
-the teacher was trained here. Our choices, stated in the report: gates start at
+the teacher was trained here, and ``checkpoint.pt`` after every epoch of every phase, from which
+``resume`` continues (:mod:`.structured_resume`); the folder is the core run folder (locked,
+overwritten only on success). Our choices, stated in the report: gates start at
 log sigma^2 = -6 unless ``init_log_sigma2`` is set (at -15 the clipped log alpha gets no KL
 gradient), and learn at ``gate_lr`` (default 10 x ``lr``: gates must travel ~10 units of log
 alpha, weights only a little).
@@ -28,27 +30,28 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 
 from vs_plugin.data.loaders import dataset_size, make_loader, subset_fraction
 from vs_plugin.data.registry import load_dataset
-from vs_plugin.errors import ConfigError
-from vs_plugin.io import atomic_torch_save, atomic_write_json
+from vs_plugin.errors import ConfigError, OutputError, VSPluginError
 from vs_plugin.layers.channel import ChannelGateLayer
 from vs_plugin.losses.kl import KLWarmup
 from vs_plugin.metrics.accuracy import evaluate_accuracy
 from vs_plugin.metrics.footprint import model_footprint
 from vs_plugin.models.registry import InputSpec, build_model
 from vs_plugin.models.weights import load_weights
+from vs_plugin.pipeline.outputs import RunDirectory
 from vs_plugin.pipeline.report import build_report
+from vs_plugin.pipeline.run import RESUMABLE_CHANGES, warn_short_warmup
 from vs_plugin.pipeline.settings import CompressSettings
 from vs_plugin.pipeline.validation import resolve_device
 from vs_plugin.training.loop import train_one_epoch
 from vs_plugin.training.optim import adam
-from vs_plugin.training.reproducibility import seed_everything
+from vs_plugin.training.reproducibility import restore_rng_state, rng_state, seed_everything
 from vs_plugin.training.steps import ClassifierStep, StudentStep
 from vs_plugin.variationalize import finalize
 
@@ -57,43 +60,65 @@ from .plan import PlanItem, zero_shifts
 from .pruner import VariationalStudentPruner
 from .serialization import PRUNED_SPEC, PRUNED_WEIGHTS, save_pruned
 from .structured_report import model_size, structured_section
+from .structured_resume import STRUCTURED_CHECKPOINT_FORMAT, check_resumable, load_model_state, restore_pruner, steps_to_json
 from .structured_settings import GATE_LR_FACTOR, STRUCTURED_INIT_LOG_SIGMA2, StructuredSettings, check_single_process, prune_epochs
 
 REPORT = "report.json"
 TEACHER_WEIGHTS = "teacher.pt"
-OUTPUT_FILES = (REPORT, PRUNED_SPEC, PRUNED_WEIGHTS, TEACHER_WEIGHTS)
+CHECKPOINT = "checkpoint.pt"
+OUTPUT_FILES = (REPORT, PRUNED_SPEC, PRUNED_WEIGHTS, TEACHER_WEIGHTS, CHECKPOINT)
+#: Phase payload -> written as the run's checkpoint by :func:`_checkpointer`.
+SaveFunction = Callable[[str, int, dict], None]
 
 
-class OutputFolder:
-    """The output folder of a structured run: refuses to overwrite a run unless told to."""
+def open_output(
+    path: Optional[Union[str, Path]], *, resume: bool = False, overwrite: bool = False, inputs: Sequence[Any] = ()
+) -> Optional[RunDirectory]:
+    """The run folder of a structured run (the core :class:`RunDirectory`: locked, checked for
+    writing, staged when overwriting), or None when nothing is written."""
+    if path is None:
+        return None
+    return RunDirectory(Path(path), resume=resume, overwrite=overwrite, files=OUTPUT_FILES, inputs=inputs)
 
-    def __init__(self, path: Optional[Union[str, Path]], overwrite: bool = False) -> None:
-        self.path = None if path is None else Path(path)
-        if self.path is None:
-            return
-        if self.path.exists() and not self.path.is_dir():
-            raise ConfigError(f"output path {self.path} exists and is not a folder")
-        previous = [n for n in OUTPUT_FILES if (self.path / n).exists()]
-        if previous and not overwrite:
-            raise ConfigError(f"{self.path} already holds a run ({', '.join(previous)}); pass --overwrite to replace it")
-        if previous:
-            for name in OUTPUT_FILES:
-                (self.path / name).unlink(missing_ok=True)
 
-    def file(self, name: str) -> Path:
-        assert self.path is not None
-        return self.path / name
+def settings_record(rerun: Optional[Mapping[str, Any]], settings: CompressSettings, structured: StructuredSettings) -> dict:
+    """The report's ``config``: what repeats the run, and what a resume must match."""
+    return {**dict(rerun or {}), **settings.replace(granularity="channel").to_dict(), "structured": structured.to_dict()}
+
+
+def _checkpointer(run_dir: Optional[RunDirectory], record: dict, common: dict, started: float, earlier_s: float) -> Optional[SaveFunction]:
+    """A save function writing ``{format, phase, epoch, settings, wall_time_s, **common, **payload}``."""
+    if run_dir is None:
+        return None
+
+    def save(phase: str, epoch: int, payload: dict) -> None:
+        run_dir.save_checkpoint({
+            "format": STRUCTURED_CHECKPOINT_FORMAT, "phase": phase, "epoch": epoch, "settings": record,
+            "wall_time_s": earlier_s + time.perf_counter() - started, **common, **payload,
+        })
+
+    return save
 
 
 def train_teacher(
-    teacher: nn.Module, train_loader, test_loader, settings: CompressSettings, device: torch.device, log: Callable[[str], None]
+    teacher: nn.Module, train_loader, test_loader, settings: CompressSettings, device: torch.device, log: Callable[[str], None],
+    *, resume: Optional[dict] = None, save: Optional[SaveFunction] = None,
 ) -> list[dict]:
-    """Train ``teacher`` with cross-entropy for ``settings.teacher_epochs`` epochs (Adam, ``teacher_lr``)."""
+    """Train ``teacher`` with cross-entropy for ``settings.teacher_epochs`` epochs (Adam, ``teacher_lr``).
+
+    ``resume``: a ``teacher``-phase checkpoint to continue; ``save`` checkpoints every epoch.
+    """
     teacher.to(device)
     optimizer = adam(teacher.parameters(), lr=settings.teacher_lr)
     step = ClassifierStep(teacher, device)
-    records = []
-    for epoch in range(settings.teacher_epochs):
+    records: list[dict] = []
+    start = 0
+    if resume is not None:
+        load_model_state(teacher, resume["teacher"], "teacher")
+        optimizer.load_state_dict(resume["optimizer"])
+        records, start = list(resume["teacher_history"]), int(resume["epoch"])
+        restore_rng_state(resume["rng"])
+    for epoch in range(start, settings.teacher_epochs):
         record = train_one_epoch(
             teacher, optimizer, train_loader, step, epoch=epoch, first_global_step=epoch * len(train_loader),
             phase="teacher", progress=settings.progress, total_epochs=settings.teacher_epochs,
@@ -101,6 +126,9 @@ def train_teacher(
         record.extra["test_accuracy"] = evaluate_accuracy(teacher, test_loader, device)
         records.append(record.to_dict())
         log(epoch_line("teacher", records[-1], settings.teacher_epochs))
+        if save is not None:
+            save("teacher", epoch + 1, {"teacher": teacher.state_dict(), "optimizer": optimizer.state_dict(),
+                                        "teacher_history": records, "rng": rng_state()})
     teacher.eval()
     return records
 
@@ -142,6 +170,8 @@ def train_structured(
     device: torch.device,
     log: Callable[[str], None],
     on_epoch: Optional[Callable[[], None]] = None,
+    resume: Optional[dict] = None,
+    save: Optional[SaveFunction] = None,
 ) -> StructuredOutcome:
     """Gate ``student`` (in place), train it with the VS objective, prune on schedule, finalize it
     and fine-tune it: steps 2 and 3 of the module docstring.
@@ -156,6 +186,8 @@ def train_structured(
         device: where to train.
         log: sink for per-epoch lines.
         on_epoch: called after every training epoch (progress bars).
+        resume: a ``student`` or ``finetune`` checkpoint to continue (:mod:`.structured_resume`).
+        save: checkpoints after every epoch (phase, epochs done, payload).
     """
     settings = settings.replace(granularity="channel")
     schedule = prune_epochs(settings.epochs, structured.prune_steps)
@@ -177,8 +209,24 @@ def train_structured(
     extra: dict = {"prune_by": structured.prune_by, "target_macs_ratio": structured.target_macs if structured.prune_by == "macs" else None,
                    "gate_init_log_sigma2": init, "gate_lr": gate_lr, "steps": []}
     penalties: list[float] = []
+    start = 0
+    if resume is not None:  # rebuild the student as pruned so far, then load its state
+        restore_pruner(pruner, resume["steps"], int(resume["regularize_calls"]))
+        student_history, extra = list(resume["student_history"]), dict(resume["extra"])
+        start = settings.epochs
+        if resume["phase"] == "student":
+            load_model_state(student, resume["student"], "student")
+            optimizer = adam(pruner.parameter_groups(settings.lr, gate_lr), lr=settings.lr)
+            optimizer.load_state_dict(resume["optimizer"])
+            start = int(resume["epoch"])
+            restore_rng_state(resume["rng"])
+
+    def phase_state() -> dict:
+        return {"steps": steps_to_json(pruner.steps), "regularize_calls": pruner.regularize_calls,
+                "student_history": student_history, "extra": extra}
+
     try:
-        for epoch in range(settings.epochs):
+        for epoch in range(start, settings.epochs):
             penalties.clear()
             record = train_one_epoch(
                 student, optimizer, train_loader, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
@@ -206,15 +254,30 @@ def train_structured(
             log(epoch_line("student", student_history[-1], settings.epochs))
             if on_epoch is not None:
                 on_epoch()
+            if save is not None:
+                save("student", epoch + 1, {"student": student.state_dict(), "optimizer": optimizer.state_dict(),
+                                            "rng": rng_state(), **phase_state()})
     finally:
         step.close()
 
     finalize(student)
     student.eval()
-    extra["pruned_accuracy"] = evaluate_accuracy(student, test_loader, device)
+    finetune_resume = None
+    if resume is not None and resume["phase"] == "finetune":
+        load_model_state(student, resume["student"], "fine-tuned student")
+        finetune_resume = {"epoch": resume["epoch"], "optimizer": resume["optimizer"], "records": resume["finetune_history"],
+                           "rng": resume["rng"]}
+    else:
+        extra["pruned_accuracy"] = evaluate_accuracy(student, test_loader, device)
+
+    def save_finetune(epoch: int, finetune_optimizer, records: list[dict]) -> None:
+        save("finetune", epoch, {"student": student.state_dict(), "optimizer": finetune_optimizer.state_dict(),
+                                 "finetune_history": records, "rng": rng_state(), **phase_state()})
+
     finetune_history = distill(
         student, teacher, train_loader, epochs=structured.finetune_epochs, lr=settings.lr, objective=objective,
         device=device, test_loader=test_loader, progress=settings.progress, log=log, on_epoch=on_epoch,
+        resume=finetune_resume, save=None if save is None else save_finetune,
     )
     student.eval()
     accuracy = evaluate_accuracy(student, test_loader, device)
@@ -238,7 +301,11 @@ def structured_from_modules(
     save_teacher: bool = False,
     out_dir: Optional[Union[str, Path]] = None,
     overwrite: bool = False,
+    resume: bool = False,
     log: Optional[Callable[[str], None]] = None,
+    run_dir: Optional[RunDirectory] = None,
+    checkpoint: Optional[dict] = None,
+    started_at: Optional[float] = None,
 ) -> tuple[nn.Module, dict]:
     """The structured Variational Student from a trained teacher; returns (pruned student, report).
 
@@ -253,18 +320,73 @@ def structured_from_modules(
         rerun: run arguments stored in the report's config (to repeat the run).
         test_split: what the test set is, for the report.
         teacher_history / save_teacher: the teacher's training records; write ``teacher.pt``.
-        out_dir / overwrite: output folder (None writes nothing).
+        out_dir / overwrite / resume: output folder (None writes nothing); replace a previous run
+            there once this one has succeeded; continue the run there from its checkpoint.
         log: sink for per-epoch lines.
+        run_dir / checkpoint: an output folder already opened by the caller (then ``out_dir``,
+            ``overwrite`` and ``resume`` are not used) and the checkpoint read from it.
+        started_at: ``time.perf_counter()`` when the run began (the report's wall time).
     """
-    started = time.perf_counter()
+    started = started_at if started_at is not None else time.perf_counter()
     log = log or (lambda message: None)
     names = dict(names or {})
     check_single_process(settings)
+    prune_epochs(settings.epochs, structured.prune_steps)  # fail before any training
+    warn_short_warmup(settings)
+    record = settings_record(rerun, settings, structured)
+    owned = run_dir is None
+    if owned:
+        run_dir = open_output(out_dir, resume=resume, overwrite=overwrite)
+    try:
+        if owned and resume and run_dir is not None:
+            checkpoint = read_checkpoint(run_dir, record, log, settings, structured)
+        student, report = _structured_run(
+            teacher, train, test, spec, settings=settings, structured=structured, student=student, names=names, record=record,
+            test_split=test_split, teacher_history=teacher_history, save_teacher=save_teacher, log=log, run_dir=run_dir,
+            checkpoint=checkpoint if checkpoint is None or checkpoint["phase"] != "teacher" else None, started=started,
+        )
+    except VSPluginError as error:
+        if owned and run_dir is not None:
+            _on_failure(run_dir, error, resume)
+        raise
+    finally:
+        if owned and run_dir is not None:
+            run_dir.close()
+    return student, report
+
+
+def _on_failure(run_dir: RunDirectory, error: VSPluginError, resume: bool) -> None:
+    """After a failed run: keep the checkpoint when the disk was full (then say so) or when
+    resuming; otherwise remove what the run wrote."""
+    if isinstance(error, OutputError) and run_dir.file(CHECKPOINT).exists():
+        error.args = (f"{error}; the last checkpoint is kept: make room, then continue with --resume",)
+        run_dir.close()
+    elif resume:
+        run_dir.close()
+    else:
+        run_dir.discard()
+
+
+def read_checkpoint(
+    run_dir: RunDirectory, record: dict, log: Callable[[str], None], settings: CompressSettings, structured: StructuredSettings
+) -> dict:
+    """The checkpoint in ``run_dir``, checked against the current settings; says where it resumes."""
+    checkpoint = run_dir.load_checkpoint()
+    check_resumable(checkpoint, record, RESUMABLE_CHANGES)
+    totals = {"teacher": settings.teacher_epochs, "student": settings.epochs, "finetune": structured.finetune_epochs}
+    log(f"resuming from {checkpoint['phase']} epoch {checkpoint['epoch']} of {totals[checkpoint['phase']]} "
+        f"({run_dir.file(CHECKPOINT)})")
+    return checkpoint
+
+
+def _structured_run(
+    teacher: nn.Module, train, test, spec: InputSpec, *, settings: CompressSettings, structured: StructuredSettings,
+    student: Optional[nn.Module], names: dict, record: dict, test_split: str, teacher_history: Optional[list], save_teacher: bool,
+    log: Callable[[str], None], run_dir: Optional[RunDirectory], checkpoint: Optional[dict], started: float,
+) -> tuple[nn.Module, dict]:
     settings = settings.replace(granularity="channel")
     device = resolve_device(settings.device)
     seed_everything(settings.seed)
-    output = OutputFolder(out_dir, overwrite)
-    prune_epochs(settings.epochs, structured.prune_steps)  # fail before any training
     train_loader, test_loader, num_train = loaders(train, test, settings)
     input_shape = (spec.channels, spec.height, spec.width)
     example = torch.zeros(1, *input_shape, device=device)
@@ -275,9 +397,14 @@ def structured_from_modules(
     student = copy.deepcopy(teacher) if from_teacher else student.to(device)
     dense_footprint = model_footprint(student)
     dense_size = model_size(student, input_shape)
+    earlier_s = float(checkpoint.get("wall_time_s", 0.0)) if checkpoint is not None else 0.0
+    if checkpoint is not None:
+        teacher_history = checkpoint["teacher_history"]
+    save = _checkpointer(run_dir, record, {"teacher": teacher.state_dict(), "teacher_history": list(teacher_history or [])},
+                         started, earlier_s)
     outcome = train_structured(
         student, teacher, train_loader, test_loader, example, num_train_samples=num_train, settings=settings,
-        structured=structured, from_teacher=from_teacher, device=device, log=log,
+        structured=structured, from_teacher=from_teacher, device=device, log=log, resume=checkpoint, save=save,
     )
     extra, accuracy = outcome.extra, outcome.accuracy
     history = {"teacher": list(teacher_history or []), "student": outcome.student_history, "finetune": outcome.finetune_history}
@@ -289,19 +416,20 @@ def structured_from_modules(
                "student_init": "teacher weights" if from_teacher else "random (from scratch)"},
         dataset={"name": names.get("dataset"), "train_samples": num_train, "test_samples": dataset_size(test),
                  "num_classes": spec.num_classes, "test_split": test_split, "input_shape": list(input_shape)},
-        config={**dict(rerun or {}), **settings.to_dict(), "structured": structured.to_dict()},
+        config=record,
         history=history, wall_time_s=0.0, device=device,
     )
     report["structured"] = structured_section(teacher, student, dense_size, input_shape, structured, extra)
-    report["wall_time_s"] = time.perf_counter() - started
-    if output.path is not None:
-        output.path.mkdir(parents=True, exist_ok=True)
-        save_pruned(student, output.file(PRUNED_SPEC), outcome.plan, input_shape=input_shape, num_classes=spec.num_classes,
+    report["wall_time_s"] = earlier_s + time.perf_counter() - started
+    if run_dir is not None:
+        save_pruned(student, run_dir.file(PRUNED_SPEC), outcome.plan, input_shape=input_shape, num_classes=spec.num_classes,
                     model_name=student_name, extra={"accuracy": accuracy, "macs": report["structured"]["student"]["macs"]})
+        run_dir.mark_written(PRUNED_SPEC, PRUNED_WEIGHTS)
         if save_teacher:
-            atomic_torch_save(output.file(TEACHER_WEIGHTS), teacher.state_dict())
+            run_dir.write_torch(TEACHER_WEIGHTS, teacher.state_dict())
         report["structured"]["files"] = {"spec": PRUNED_SPEC, "weights": PRUNED_WEIGHTS}
-        atomic_write_json(output.file(REPORT), report)
+        run_dir.write_json(REPORT, report)
+        run_dir.commit()
     return student, report
 
 
@@ -326,41 +454,61 @@ def run_structured(
     image_size: Optional[int] = None,
     out_dir: Optional[Union[str, Path]] = None,
     overwrite: bool = False,
+    resume: bool = False,
     log: Optional[Callable[[str], None]] = None,
 ) -> tuple[nn.Module, dict]:
     """What ``vs-plugin compress --structured`` does: models and data by name, then
-    :func:`structured_from_modules`. Without ``teacher_checkpoint`` the teacher is trained first."""
+    :func:`structured_from_modules`. Without ``teacher_checkpoint`` the teacher is trained first.
+    Every epoch of every phase is checkpointed in ``out_dir``; ``resume`` continues from there."""
+    started = time.perf_counter()
     log = log or (lambda message: None)
     check_single_process(settings)
+    prune_epochs(settings.epochs, structured.prune_steps)
     seed_everything(settings.seed)
-    OutputFolder(out_dir, overwrite)  # fail before any training
-    bundle = load_dataset(dataset, Path(data_dir) if data_dir else None, download=download, image_size=image_size)
-    teacher_model = build_model(teacher, bundle.spec)
-    student_model = None if student in (None, "same") else build_model(student, bundle.spec)
-    teacher_history: list = []
-    if teacher_checkpoint is not None:
-        load_weights(teacher_model, teacher_checkpoint)
-    else:
-        device = resolve_device(settings.device)
-        train_loader, test_loader, _ = loaders(bundle.train, bundle.test, settings)
-        teacher_history = train_teacher(teacher_model, train_loader, test_loader, settings, device, log)
     rerun = {
         "teacher": teacher, "student": student or "same", "dataset": dataset,
         "teacher_checkpoint": None if teacher_checkpoint is None else str(teacher_checkpoint),
         "data_dir": None if data_dir is None else str(data_dir), "image_size": image_size,
     }
-    return structured_from_modules(
-        teacher_model, bundle.train, bundle.test, bundle.spec, settings=settings, structured=structured, student=student_model,
-        names={"teacher": teacher, "student": None if student in (None, "same") else student, "dataset": bundle.name},
-        rerun=rerun, test_split=bundle.test_split, teacher_history=teacher_history, save_teacher=teacher_checkpoint is None,
-        out_dir=out_dir, overwrite=overwrite, log=log,
-    )
+    record = settings_record(rerun, settings, structured)
+    bundle = load_dataset(dataset, Path(data_dir) if data_dir else None, download=download, image_size=image_size)
+    teacher_model = build_model(teacher, bundle.spec)
+    student_model = None if student in (None, "same") else build_model(student, bundle.spec)
+    if teacher_checkpoint is not None:
+        load_weights(teacher_model, teacher_checkpoint)
+    run_dir = open_output(out_dir, resume=resume, overwrite=overwrite, inputs=[teacher_checkpoint])
+    try:
+        checkpoint = read_checkpoint(run_dir, record, log, settings, structured) if resume and run_dir is not None else None
+        teacher_history: list = []
+        if teacher_checkpoint is None and (checkpoint is None or checkpoint["phase"] == "teacher"):
+            device = resolve_device(settings.device)
+            train_loader, test_loader, _ = loaders(bundle.train, bundle.test, settings)
+            save = _checkpointer(run_dir, record, {}, started, float(checkpoint["wall_time_s"]) if checkpoint else 0.0)
+            teacher_history = train_teacher(teacher_model, train_loader, test_loader, settings, device, log, resume=checkpoint, save=save)
+            if checkpoint is not None:  # the time before the interruption counts too
+                started, checkpoint = started - float(checkpoint["wall_time_s"]), None
+        elif checkpoint is not None:
+            load_model_state(teacher_model, checkpoint["teacher"], "teacher")
+        return structured_from_modules(
+            teacher_model, bundle.train, bundle.test, bundle.spec, settings=settings, structured=structured, student=student_model,
+            names={"teacher": teacher, "student": None if student in (None, "same") else student, "dataset": bundle.name},
+            rerun=rerun, test_split=bundle.test_split, teacher_history=teacher_history, save_teacher=teacher_checkpoint is None,
+            log=log, run_dir=run_dir, checkpoint=checkpoint, started_at=started,
+        )
+    except VSPluginError as error:
+        if run_dir is not None:
+            _on_failure(run_dir, error, resume)
+        raise
+    finally:
+        if run_dir is not None:
+            run_dir.close()
 
 
 __all__ = [
     "REPORT",
     "TEACHER_WEIGHTS",
-    "OutputFolder",
+    "OUTPUT_FILES",
+    "open_output",
     "train_teacher",
     "loaders",
     "StructuredOutcome",

@@ -39,9 +39,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--image-size", type=int, help="resize images to this square size")
     parser.add_argument("--no-download", action="store_true", help="never try to download missing dataset files")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, with the checkpoint's settings (an option given again must "
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out (also a --structured run) from its last checkpoint, with the checkpoint's settings (an option given again must "
         "match them, except --epochs, --device, --progress, --num-workers, --cache-teacher, --compile-kl, --threshold-sweep)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace a previous run in --out once this run has succeeded (it is kept until then)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines (--no-progress keeps the lines)")
     add_settings_arguments(parser)
     _add_structured_arguments(parser)
@@ -96,8 +96,6 @@ def _run_structured(args: argparse.Namespace, run_values: dict, settings: Compre
     from ..integrations.torch_pruning.structured_report import summary_lines
     from ..integrations.torch_pruning.structured_settings import StructuredSettings
 
-    if args.resume:
-        raise ConfigError("--resume is not supported with --structured; start the run again (use --overwrite)")
     _, report = run_structured(
         teacher=run_values.get("teacher", DEFAULT_TEACHER),
         student=run_values.get("student", "same"),
@@ -110,6 +108,7 @@ def _run_structured(args: argparse.Namespace, run_values: dict, settings: Compre
         image_size=run_values.get("image_size"),
         out_dir=args.out,
         overwrite=args.overwrite,
+        resume=args.resume,
         log=logger.info,  # silenced by --quiet (see vs_plugin.console)
     )
     print(summary_table(report))

@@ -15,6 +15,14 @@ from . import compare, compress, experiment, listing, tune
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 SUBCOMMANDS = (compress, listing, compare, tune, experiment)
+#: What survives an interruption (Ctrl-C), per command.
+INTERRUPTED = {
+    "compress": "an output folder keeps its last checkpoint (continue with --resume)",
+    "tune": "the NNI experiment was stopped; start vs-plugin tune again to search anew",
+    "experiment": "finished rows are kept in --out; the same command continues the experiment",
+    "compare": "nothing was written; run vs-plugin compare again",
+    "list": "nothing was written",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +46,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"vs-plugin: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("vs-plugin: interrupted; an output folder keeps its last checkpoint (continue with --resume)", file=sys.stderr)
+        print(f"vs-plugin: interrupted; {INTERRUPTED.get(args.command, INTERRUPTED['compress'])}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         shutdown()

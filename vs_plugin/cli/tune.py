@@ -1,7 +1,8 @@
 """``vs-plugin tune``: NNI hyper-parameter search of the Variational Student's settings.
 
 Takes NNI's own experiment YAML (the file ``nnictl create --config`` takes), runs it on this
-machine and prints every trial and the best one's settings. NNI is imported only here.
+machine and prints every trial and the best one's settings. NNI's manager listens on 127.0.0.1
+only, unless ``--listen-all``. NNI is imported only here.
 """
 
 from __future__ import annotations
@@ -31,10 +32,14 @@ def add_parser(subparsers) -> None:
         ),
     )
     parser.add_argument("--config", type=Path, required=True, help="NNI experiment config (YAML)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port of NNI's manager and web UI (default {DEFAULT_PORT})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port of NNI's manager and web UI on 127.0.0.1 (default {DEFAULT_PORT})")
     parser.add_argument("--max-trials", type=int, help="override the config's maxTrialNumber")
     parser.add_argument("--work-dir", type=Path, help="override the config's experimentWorkingDirectory (NNI's logs and trial output)")
     parser.add_argument("--timeout", type=float, help="stop the experiment after this many seconds")
+    parser.add_argument(
+        "--listen-all", action="store_true",
+        help="let NNI's web UI and REST API listen on every network interface (they have no login; default: 127.0.0.1 only)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -50,7 +55,12 @@ def run(args: argparse.Namespace) -> int:
     if not is_terminal(sys.stdout):
         plain_nni_console()
     config = load_experiment_config(args.config)
-    outcomes = run_experiment(config, port=args.port, max_trials=args.max_trials, work_dir=args.work_dir, timeout_s=args.timeout)
+    if args.listen_all:
+        print(f"vs-plugin: warning: --listen-all exposes NNI's web UI and REST API on port {args.port} of every network "
+              "interface, with no login", file=sys.stderr)
+    outcomes = run_experiment(
+        config, port=args.port, max_trials=args.max_trials, work_dir=args.work_dir, timeout_s=args.timeout, listen_all=args.listen_all
+    )
     for outcome in sorted(outcomes, key=lambda o: o.trial_id):
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in outcome.metrics.items() if isinstance(v, (int, float)))
         print(f"trial {outcome.trial_id}: {json.dumps(outcome.parameters, sort_keys=True)} -> {metrics}")

@@ -27,7 +27,7 @@ from ..console import bars_enabled
 from ..data.loaders import dataset_size, make_loader, subset_fraction
 from ..data.registry import load_dataset
 from ..errors import ConfigError
-from ..io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text
+from ..io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text, load_tensors
 from ..metrics.accuracy import evaluate_accuracy
 from ..metrics.footprint import ModelFootprint, model_footprint
 from ..models.registry import build_model
@@ -85,8 +85,22 @@ def _preparation_key(config: CompareConfig) -> str:
     """A hash of every setting the teacher and the starting student depend on."""
     keys = ("dataset", "data_dir", "image_size", "teacher", "student", "teacher_checkpoint", "teacher_epochs",
             "teacher_lr", "dense_student_epochs", "batch_size", "lr", "kd_weight", "temperature", "seed", "train_fraction")
-    text = json.dumps({k: str(getattr(config, k)) for k in keys}, sort_keys=True)
+    record = {k: str(getattr(config, k)) for k in keys}
+    if config.teacher_checkpoint is not None:  # the same path may hold another teacher later
+        record["teacher_checkpoint_sha256"] = _file_digest(Path(config.teacher_checkpoint))
+    text = json.dumps(record, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return "unreadable"  # load_weights reports it
+    return digest.hexdigest()
 
 
 def _bar(total: int, desc: str, progress: bool) -> tqdm:
@@ -145,7 +159,7 @@ def prepare(
     cache_file = None if cache_dir is None else Path(cache_dir) / f"prepared-{_preparation_key(config)}.pt"
     teacher_state = None
     if cache_file is not None and cache_file.is_file():
-        cached = torch.load(cache_file, map_location=device, weights_only=True)
+        cached = load_tensors(cache_file, "cached teacher and student")
         teacher.load_state_dict(cached["teacher"])
         student.load_state_dict(cached["student"])
         log(f"loaded the teacher and the starting student from {cache_file}")

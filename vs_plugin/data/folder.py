@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import DataError
 from ..models.registry import InputSpec
 from .bundle import DataBundle
+from .image_check import drop_unreadable_images
 
 DEFAULT_FOLDER_IMAGE_SIZE = 32
 
@@ -28,6 +29,8 @@ def load_image_folder(root: Path, image_size: int | None) -> DataBundle:
         test = ImageFolder(str(test_dir), transform=transform, loader=_rgb)
     except (FileNotFoundError, OSError) as error:
         raise DataError(f"could not read image folder {root}: {error}") from None
+    drop_unreadable_images(train, "train")
+    drop_unreadable_images(test, test_dir.name)
     if train.classes != test.classes:
         raise DataError(f"{root}: train classes {train.classes} differ from {test_dir.name} classes {test.classes}")
     return DataBundle(

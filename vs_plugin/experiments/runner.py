@@ -8,7 +8,10 @@ Layout of the output folder::
     accuracy_vs_compression.png, low_data.png, threshold_curves.png   plots (when they apply)
 
 A second run with the same output folder reuses finished teachers and rows, so an interrupted
-experiment continues where it stopped; ``overwrite`` starts afresh.
+experiment continues where it stopped, but only when they were computed from the same settings:
+each teacher has ``teachers/seed-<s>.json`` and each row file its ``inputs``, and any difference
+is refused before anything runs (:mod:`vs_plugin.experiments.keys`); ``overwrite`` starts afresh.
+Two runs never share the folder (it is locked).
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from tqdm.auto import tqdm
 from ..console import bars_enabled
 from ..data.registry import load_dataset
 from ..errors import ConfigError
-from ..io import atomic_torch_save, atomic_write, atomic_write_json
+from ..io import atomic_torch_save, atomic_write, atomic_write_json, output_error
+from ..folder_lock import FolderLock
 from .config import ExperimentConfig, RowSpec
+from .keys import TEACHER_FORMAT, check_inputs, read_teacher_inputs, row_inputs, teacher_inputs, teacher_record_path
 from .plots import accuracy_vs_compression, low_data, threshold_curves
 from .rows import MethodRows, RowResult, run_compress_row, run_kd_row, train_teacher
 from .summary import summarise, to_csv, to_markdown
@@ -36,13 +41,38 @@ def _row_path(out_dir: Path, fraction: float, seed: int, row: RowSpec) -> Path:
     return out_dir / "rows" / f"fraction-{fraction:g}" / f"seed-{seed}" / f"{row.slug}.json"
 
 
+def _teacher_path(out_dir: Path, seed: int) -> Path:
+    return out_dir / "teachers" / f"seed-{seed}.pt"
+
+
 def _teacher(config: ExperimentConfig, bundle, seed: int, out_dir: Path, log: Callable[[str], None]) -> Path:
-    path = out_dir / "teachers" / f"seed-{seed}.pt"
+    path = _teacher_path(out_dir, seed)
     if not path.exists():
         state, accuracy = train_teacher(config, bundle, seed)
+        atomic_write_json(teacher_record_path(path), {"format": TEACHER_FORMAT, "inputs": teacher_inputs(config, seed)})
         atomic_torch_save(path, state)
         log(f"seed {seed}: teacher {config.teacher} trained {config.teacher_epochs} epochs, {100 * accuracy:.2f}%")
     return path
+
+
+def _read_row(path: Path) -> tuple[RowResult, Optional[dict]]:
+    data = json.loads(path.read_text())
+    inputs = data.pop("inputs", None)
+    return RowResult.from_dict(data), inputs
+
+
+def check_finished(config: ExperimentConfig, out_dir: Path) -> None:
+    """Before anything runs: every finished teacher and row in ``out_dir`` must come from the
+    current settings (see :mod:`vs_plugin.experiments.keys`)."""
+    for seed in config.seeds:
+        teacher = _teacher_path(out_dir, seed)
+        if teacher.exists():
+            check_inputs(teacher, read_teacher_inputs(teacher), teacher_inputs(config, seed))
+        for fraction in config.train_fractions:
+            for row in config.rows:
+                path = _row_path(out_dir, fraction, seed, row)
+                if path.exists():
+                    check_inputs(path, _read_row(path)[1], row_inputs(config, row, seed, fraction))
 
 
 def run_experiment(
@@ -53,9 +83,22 @@ def run_experiment(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"output path {out_dir} exists and is not a folder")
-    if overwrite:
-        for name in ("rows", "teachers"):
-            shutil.rmtree(out_dir / name, ignore_errors=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise output_error(out_dir, error) from None
+    lock = FolderLock(out_dir)
+    try:
+        if overwrite:
+            for name in ("rows", "teachers"):
+                shutil.rmtree(out_dir / name, ignore_errors=True)
+        check_finished(config, out_dir)
+        return _run_all(config, out_dir, progress, log)
+    finally:
+        lock.release()
+
+
+def _run_all(config: ExperimentConfig, out_dir: Path, progress: bool, log: Callable[[str], None]) -> list[RowResult]:
     bundle = load_dataset(config.dataset, config.data_dir)
     results: list[RowResult] = []
     total = len(config.seeds) * len(config.train_fractions) * len(config.rows)
@@ -69,10 +112,10 @@ def run_experiment(
                     path = _row_path(out_dir, fraction, seed, row)
                     bar.set_postfix_str(f"{row.label}, seed {seed}, {100 * fraction:g}%")
                     if path.exists():
-                        result = RowResult.from_dict(json.loads(path.read_text()))
+                        result = _read_row(path)[0]
                     else:
                         result = _run_row(config, row, seed, fraction, teacher_path, bundle, method_rows, finished)
-                        atomic_write_json(path, result.to_dict())
+                        atomic_write_json(path, {**result.to_dict(), "inputs": row_inputs(config, row, seed, fraction)})
                         log(
                             f"{row.label} (seed {seed}, {100 * fraction:g}% data): {100 * result.accuracy:.2f}%, "
                             f"{100 * result.sparsity:.2f}% sparse, {result.compression_vs_teacher:.1f}x, {result.wall_time_s:.0f} s"

@@ -7,8 +7,9 @@ rank 0 writes checkpoints and prints.
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -44,6 +45,12 @@ class PhaseEnvironment:
     write_checkpoint: Optional[Callable[[dict], None]]  # None: no output folder, or not rank 0
     settings_record: dict
     history: dict
+    started: float = field(default_factory=time.perf_counter)  # this process's start
+    earlier_wall_time_s: float = 0.0  # wall time of the run before it was resumed
+
+    def wall_time_s(self) -> float:
+        """Seconds the whole run has taken, across interruptions and resumes."""
+        return self.earlier_wall_time_s + time.perf_counter() - self.started
 
     def autocast(self):
         """bf16 autocast for forward passes when ``amp="bf16"``; parameters stay fp32."""
@@ -94,6 +101,7 @@ def _save(env: PhaseEnvironment, phase: str, epoch: int, teacher: nn.Module, stu
             "rng": rng,
             "history": env.history,
             "settings": env.settings_record,
+            "wall_time_s": env.wall_time_s(),
         }
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -18,13 +19,13 @@ import torch.nn as nn
 
 from ..console import logger
 from ..data.loaders import BatchSource, dataset_labels, dataset_size, make_loader, subset_fraction
-from ..errors import CheckpointError, ConfigError, VSPluginError
+from ..errors import CheckpointError, ConfigError, OutputError, VSPluginError
 from ..losses.objective import VariationalStudentObjective
 from ..metrics.footprint import model_footprint
 from ..models.registry import InputSpec
 from ..training.distributed import DistributedContext, barrier, broadcast_object, init_distributed, process_device
 from ..variationalize import finalize, set_threshold, variationalize
-from .outputs import RunDirectory
+from .outputs import CHECKPOINT as CHECKPOINT_FILE, RunDirectory
 from .phases import CHECKPOINT_FORMAT, PhaseEnvironment, distributed_accuracy, train_student, train_teacher
 from .report import build_report
 from .settings import CompressSettings
@@ -52,6 +53,8 @@ class CompressionJob:
     resume: bool = False
     overwrite: bool = False
     log: Optional[Callable[[str], None]] = None
+    inputs: tuple = ()  # files the run reads (a teacher checkpoint): never deleted from out_dir
+    num_classes: Optional[int] = None  # the class count, for data whose labels cannot be read up front
 
 
 def _check_resumable(checkpoint: dict, current: dict, world_size: int) -> None:
@@ -74,12 +77,15 @@ def _prepare_output(job: CompressionJob, settings_record: dict, dist: Distribute
     run_dir, checkpoint, failure = None, None, None
     if dist.is_main and job.out_dir is not None:
         try:
-            run_dir = RunDirectory(job.out_dir, job.resume, job.overwrite)
+            run_dir = RunDirectory(job.out_dir, job.resume, job.overwrite, inputs=job.inputs)
             checkpoint = run_dir.load_checkpoint() if job.resume else None
             if checkpoint is not None:
                 _check_resumable(checkpoint, settings_record, dist.world_size)
         except VSPluginError as error:
             failure = error
+            if run_dir is not None:
+                run_dir.discard() if not job.resume else run_dir.close()
+                run_dir = None
     if dist.enabled:
         message = broadcast_object(None if failure is None else str(failure), dist)
         checkpoint = broadcast_object(checkpoint, dist)
@@ -101,6 +107,8 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
     if settings.batch_size % dist.world_size:
         raise ConfigError(f"batch_size {settings.batch_size} (the global batch) must be divisible by the {dist.world_size} processes")
 
+    warn_short_warmup(settings)
+
     # -- validate everything before writing anything ---------------------------------------
     # The student sees ``train_fraction`` of the training set (low-data regime); a teacher trained
     # here always sees all of it, as a pre-trained teacher would have.
@@ -116,8 +124,13 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
     test_loader = make_loader(job.test, max(per_rank_batch, 256), shuffle=False, seed=settings.seed, num_workers=settings.num_workers, rank=dist.rank, world_size=dist.world_size, pad=False)
     num_train = dataset_size(train_data)
     train_labels = dataset_labels(train_data if isinstance(train_data, torch.utils.data.Dataset) else train_data.dataset)
-    num_classes = job.spec.num_classes if job.spec is not None else infer_num_classes(train_labels)
+    if job.spec is not None:
+        num_classes = job.spec.num_classes
+    else:
+        num_classes = job.num_classes if job.num_classes is not None else infer_num_classes(train_labels)
     check_labels(train_labels, num_classes, "training")
+    test_data = job.test.dataset if isinstance(job.test, torch.utils.data.DataLoader) else job.test
+    check_labels(dataset_labels(test_data) if isinstance(test_data, torch.utils.data.Dataset) else None, num_classes, "test")
     teacher = job.teacher.to(device)
     student_template = None if job.student is None else job.student.to(device)
     check_models_fit_data(teacher, student_template, first_batch(train_loader), num_classes, device)
@@ -125,8 +138,10 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
     objective_config = settings.objective_config()
     settings_record = {**job.rerun, **settings.to_dict()}
     run_dir, checkpoint = _prepare_output(job, settings_record, dist)
-    if run_dir is not None:
-        run_dir.open()
+    if checkpoint is not None:
+        total = settings.teacher_epochs if checkpoint["phase"] == "teacher" else settings.epochs
+        where = "" if run_dir is None else f" ({run_dir.file(CHECKPOINT_FILE)})"  # run_dir: rank 0 only
+        log(f"resuming from {checkpoint['phase']} epoch {checkpoint['epoch']} of {total}{where}")
 
     env = PhaseEnvironment(
         settings=settings, device=device, dist=dist, train_loader=train_loader, teacher_loader=teacher_loader,
@@ -134,6 +149,7 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
         write_checkpoint=None if run_dir is None else run_dir.save_checkpoint,
         settings_record=settings_record,
         history=checkpoint["history"] if checkpoint is not None else {"teacher": [], "student": []},
+        started=started, earlier_wall_time_s=float(checkpoint.get("wall_time_s", 0.0)) if checkpoint is not None else 0.0,
     )
     if dist.enabled:
         torch.manual_seed(settings.seed + 1_000_003 * dist.rank)  # independent noise per rank
@@ -152,12 +168,45 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
             }
             teacher_state = teacher.state_dict() if job.train_teacher else None
             run_dir.write_results(student.state_dict(), spec, report, teacher_state)
+    except OutputError as error:  # a full disk: keep the last checkpoint, so the run can continue
+        if run_dir is not None and run_dir.file(CHECKPOINT_FILE).exists():
+            raise OutputError(f"{error}; the last checkpoint is kept: make room, then continue with --resume") from None
+        if run_dir is not None:
+            run_dir.discard()
+        raise
     except VSPluginError:
         if run_dir is not None:
             run_dir.discard()
         raise
+    finally:
+        if run_dir is not None:
+            run_dir.close()
     barrier(dist)
     return student, report
+
+
+def warn_short_warmup(settings: CompressSettings) -> None:
+    """Warn when training ends before the KL weight has reached 1 (hold + warm-up > epochs)."""
+    ramp_end = settings.kl_hold_epochs + settings.kl_warmup_epochs
+    if settings.kl_weight > 0 and settings.epochs < ramp_end:
+        warnings.warn(
+            f"epochs ({settings.epochs}) is shorter than kl_hold_epochs + kl_warmup_epochs ({ramp_end:g}): the KL weight "
+            f"ends at {max(0.0, (settings.epochs - settings.kl_hold_epochs) / max(settings.kl_warmup_epochs, 1e-12)):.2f} instead of 1, "
+            "so the student is pruned less than its settings say; train longer or lower --kl-warmup-epochs",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
+def warn_teacher_at_chance(accuracy: float, num_classes: int) -> None:
+    """Warn when the teacher is no better than guessing (1.5 x chance): distilling it teaches nothing."""
+    if accuracy <= 1.5 / num_classes:
+        warnings.warn(
+            f"the teacher's test accuracy is {100 * accuracy:.1f}%, near chance ({100 / num_classes:.1f}% for {num_classes} "
+            "classes): is it trained? Give trained weights (teacher_checkpoint=) or train it first (train_teacher=True)",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_classes, variational_config, objective_config, checkpoint, started):
@@ -169,6 +218,7 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
         train_teacher(teacher, env, checkpoint if checkpoint is not None and checkpoint["phase"] == "teacher" else None)
     teacher.eval()
     teacher_accuracy = distributed_accuracy(teacher, env)
+    warn_teacher_at_chance(teacher_accuracy, num_classes)
     teacher_footprint = model_footprint(teacher)
 
     student = copy.deepcopy(teacher) if job.student is None else job.student.to(env.device)
@@ -206,7 +256,7 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
         },
         config=env.settings_record,
         history=env.history,
-        wall_time_s=time.perf_counter() - started,
+        wall_time_s=env.wall_time_s(),
         device=env.device,
         world_size=env.dist.world_size,
     )

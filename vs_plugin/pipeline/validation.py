@@ -19,9 +19,27 @@ def resolve_device(name: str) -> torch.device:
 
 
 def infer_num_classes(labels: Optional[torch.Tensor]) -> int:
+    """The class count of training labels 0..C-1; every class must occur (a stray label such as
+    999 would otherwise make a 1000-class head without a word)."""
     if labels is None:
-        raise DataError("cannot tell the number of classes: give datasets with labels (targets) or the input spec")
-    return int(labels.max()) + 1
+        raise DataError(
+            "cannot tell the number of classes: the training data exposes no labels (no .targets); "
+            "pass num_classes= (or give a TensorDataset or a dataset with .targets)"
+        )
+    if len(labels) == 0:
+        raise DataError("the training set is empty")
+    if int(labels.min()) < 0:
+        raise DataError(f"training labels must be class indices 0..C-1, got {int(labels.min())}")
+    count = int(labels.max()) + 1
+    present = torch.unique(labels)
+    if len(present) < count:
+        missing = sorted(set(range(count)) - set(present.tolist()))
+        shown = ", ".join(map(str, missing[:5])) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+        raise DataError(
+            f"training labels range up to {count - 1} but {len(missing)} of the classes 0..{count - 1} never occur "
+            f"(missing: {shown}); labels must be 0..C-1, or pass num_classes= when classes are really absent"
+        )
+    return count
 
 
 def check_labels(labels: Optional[torch.Tensor], num_classes: int, split: str) -> None:

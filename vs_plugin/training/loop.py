@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..console import bars_enabled
 from ..data.loaders import set_loader_epoch
-from ..errors import TrainingDiverged
+from ..errors import DataError, TrainingDiverged
 
 #: step(batch, global_step) -> loss terms of the batch; ``terms["loss"]`` is back-propagated.
 StepFunction = Callable[[tuple, int], dict]
@@ -32,9 +32,14 @@ class EpochRecord:
         return {"epoch": self.epoch, **{k: round(v, 6) for k, v in self.terms.items()}, **self.extra, "seconds": round(self.seconds, 3)}
 
 
-def _check_finite(terms: dict, epoch: int, step: int, phase: str) -> None:
+def _check_finite(terms: dict, epoch: int, step: int, phase: str, batch=None) -> None:
     loss = terms["loss"]
     if not torch.isfinite(loss):
+        inputs = batch[0] if isinstance(batch, (tuple, list)) and batch else None
+        if isinstance(inputs, torch.Tensor) and inputs.is_floating_point() and not torch.isfinite(inputs).all():
+            raise DataError(
+                f"the {phase} inputs of epoch {epoch}, step {step} hold NaN or infinite values; remove or replace them"
+            )
         detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
         raise TrainingDiverged(
             f"{phase} loss became {float(loss.detach())} at epoch {epoch}, step {step} ({detail}); "
@@ -66,7 +71,7 @@ def train_one_epoch(
     global_step = first_global_step
     for batch in bar:
         terms = step(batch, global_step)
-        _check_finite(terms, epoch + 1, global_step - first_global_step + 1, phase)
+        _check_finite(terms, epoch + 1, global_step - first_global_step + 1, phase, batch)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         if after_backward is not None:
