@@ -14,6 +14,10 @@ Models:
   + Adam), ``vs`` (the same student made variational, per weight, with the whole objective:
   KD + KL/N), each with the teacher run every step and with its logits cached (``*-cached``, what
   ``vs-plugin compress`` does for in-memory data).
+  ``lrt-floor-cached`` is the floor the issue names: an MLP of the same shape whose layers compute
+  the local reparametrisation's two products and noise from a weight and a directly trained
+  variance (no log sigma^2, no KL, no per-weight pass), with Adam on both: what a VS step would
+  cost if its per-weight work were free.
 - ``resnet18``: timm resnet18 teacher and student at 32x32 (10 classes), the teacher run every
   step (as with augmented data). Steps: ``kd``, ``vs`` (per-weight student), ``vs-channel``
   (structured student: one variational gate per output channel).
@@ -47,6 +51,27 @@ MODELS = {
     "resnet18": (InputSpec(3, 32, 32, 10), "timm:resnet18", "timm:resnet18", {"vs": "weight", "vs-channel": "channel"}, 15),
 }
 Step = Callable[[], None]
+
+
+class LRTFloor(nn.Module):
+    """The MLP's Linear layers with the local reparametrisation's two products and no per-weight work."""
+
+    def __init__(self, dense: nn.Module) -> None:
+        super().__init__()
+        linears = [m for m in dense.modules() if isinstance(m, nn.Linear)]
+        self.weights = nn.ParameterList([nn.Parameter(m.weight.detach().clone()) for m in linears])
+        self.variances = nn.ParameterList([nn.Parameter(torch.full_like(m.weight, 4.5e-5)) for m in linears])
+        self.biases = nn.ParameterList([nn.Parameter(m.bias.detach().clone()) for m in linears])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(1)
+        for index, (weight, variance, bias) in enumerate(zip(self.weights, self.variances, self.biases)):
+            mean = F.linear(h, weight, bias)
+            var = F.linear(h * h, variance)
+            h = mean + torch.sqrt(var.clamp_min(0.0) + 1e-8) * torch.randn_like(mean)
+            if index < len(self.weights) - 1:
+                h = F.relu(h)
+        return h
 
 
 def _kd_step(student: nn.Module, optimizer, x, y, teacher_logits: Callable[[], torch.Tensor]) -> Step:
@@ -101,6 +126,8 @@ def variants(model: str, batch: int, device: torch.device) -> dict[str, Step]:
     steps["kd"] = _kd_step(dense, dense_optimizer, x, y, run_teacher)
     if model == "mlp":
         steps["kd-cached"] = _kd_step(dense, dense_optimizer, x, y, lambda: cached)
+        floor = LRTFloor(dense).to(device)
+        steps["lrt-floor-cached"] = _kd_step(floor, adam(floor.parameters(), 1e-3), x, y, lambda: cached)
     return steps
 
 
@@ -179,7 +206,7 @@ def main() -> None:
             for name, ms in medians.items():
                 print(f"  {name:<12} {ms:9.2f}")
             for name in medians:
-                if name.startswith("vs"):
+                if name.startswith(("vs", "lrt")):
                     reference = "kd-cached" if name.endswith("-cached") else "kd"
                     print(f"  {name} / {reference}: {medians[name] / medians[reference]:.2f}x")
     if args.json:
