@@ -54,7 +54,8 @@ HELP = {
     "lp_student_layer": "student feature layer (default: input of the head)",
     "lp_teacher_layer": "teacher feature layer (default: input of the head)",
     "threshold_sweep": "also report accuracy and sparsity at these log alpha thresholds",
-    "compile_kl": "compute the KL term with torch.compile (same value; ~3x cheaper KL on long CPU runs, ~10 s to compile)",
+    "compile_kl": "run each variational layer's per-weight pass (sigma^2, KL, its gradient) as one torch.compile'd loop when the student has a layer of >= 65,536 weights and a C++ compiler (CPU) or Triton (GPU) is found; --no-compile-kl: eager PyTorch, the same numbers",
+    "eval_every": "measure test accuracy and sparsity every N student/teacher epochs (and after the last)",
 }
 
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from . import functional as vf
-from .fused_kl import fused_kl_sum
+from .fused_kl import shared_variance_and_kl
 
 
 class VariationalLayer(nn.Module):
@@ -80,13 +80,23 @@ class VariationalLayer(nn.Module):
         """Boolean mask of the units kept at eval time: log_alpha < threshold."""
         return self.log_alpha() < self.threshold
 
+    def variance_and_kl(self) -> tuple[Tensor, Tensor]:
+        """(sigma^2 = exp(log sigma^2) of every unit, sum of KL(q || prior) over the units).
+
+        One pass over the layer's variational parameters
+        (:func:`~vs_plugin.layers.fused_kl.shared_variance_and_kl`): within a training step the
+        forward pass (sigma^2) and the KL term reuse it, and its backward writes each parameter's
+        gradient once.
+        """
+        return shared_variance_and_kl(self, *self.variational_parameters(), self.log_alpha_clip, self.kl_name)
+
     def kl(self) -> Tensor:
         """Sum over the layer's units of KL(q || prior), with the configured approximation.
 
-        Computed by :func:`~vs_plugin.layers.fused_kl.fused_kl_sum` (closed-form backward); the
-        autograd reference is :func:`~vs_plugin.layers.functional.kl_sum`.
+        Computed in closed form together with sigma^2 (:meth:`variance_and_kl`); the autograd
+        reference is :func:`~vs_plugin.layers.functional.kl_sum`.
         """
-        return fused_kl_sum(*self.variational_parameters(), self.log_alpha_clip, self.kl_name)
+        return self.variance_and_kl()[1]
 
     @classmethod
     def from_plain(cls, module: nn.Module, **variational_kwargs) -> "VariationalLayer":

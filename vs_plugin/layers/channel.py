@@ -69,7 +69,8 @@ class ChannelGateLayer(VariationalLayer):
             noise_shape[0] = h.shape[0]
         eps = torch.randn(noise_shape, device=h.device, dtype=h.dtype)
         mu = self._broadcast(self.gate_mu, h, axis)
-        sigma = self._broadcast(torch.exp(0.5 * self.gate_log_sigma2), h, axis)
+        sigma2, _ = self.variance_and_kl()  # the KL term of this step reuses the same pass
+        sigma = self._broadcast(torch.sqrt(sigma2), h, axis)
         return h * (mu + sigma * eps)
 
 

@@ -46,8 +46,9 @@ class SparseVDLayer(VariationalLayer):
         if not self.training:
             weight, bias = self.deterministic_weight_and_bias()
             return self.linear_map(x, weight, bias)
+        sigma2, _ = self.variance_and_kl()  # the KL term of this step reuses the same pass
         mean = self.linear_map(x, self.weight, self.bias)
-        var = self.linear_map(x * x, torch.exp(self.log_sigma2))
+        var = self.linear_map(x * x, sigma2)
         return vf.local_reparametrisation_sample(mean, var)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -10,23 +11,25 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..layers.base import VariationalLayer
-from ..layers.compiled import compiled_kl_sum
+from ..layers.compiled import compile_mode_set_to
 
 
-def variational_kl(model: nn.Module, compiled: bool = False) -> Tensor:
+def variational_kl(model: nn.Module, compiled: Optional[bool] = None) -> Tensor:
     """Sum over the model's variational layers of KL(q(W) || p(W)) (each layer's own approximation).
+
+    Within a training step each layer's KL comes from the pass its forward already ran
+    (:meth:`~vs_plugin.layers.base.VariationalLayer.variance_and_kl`); otherwise it is computed.
 
     Args:
         model: any module; its variational layers contribute.
-        compiled: use the ``torch.compile``-d KL sum (same value, faster on long CPU runs; see
-            :mod:`vs_plugin.layers.compiled`).
+        compiled: for a KL computed here, True compiles the pass with ``torch.compile``, False
+            runs it eagerly (the same numbers), None follows the process-wide mode of
+            :mod:`vs_plugin.layers.compiled`.
 
     Returns a 0-dim tensor (zero when the model has no variational layer).
     """
     layers = [m for m in model.modules() if isinstance(m, VariationalLayer)]
-    if compiled:
-        terms = [compiled_kl_sum(*m.variational_parameters(), m.log_alpha_clip, m.kl_name) for m in layers]
-    else:
+    with compile_mode_set_to(None if compiled is None else ("on" if compiled else "off")):
         terms = [m.kl() for m in layers]
     if not terms:
         parameter = next(model.parameters(), None)

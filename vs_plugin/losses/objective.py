@@ -53,8 +53,10 @@ class ObjectiveConfig:
         lp_k: neighbours in teacher feature space.
         lp_sigma2: heat-kernel width, or ``"median"``.
         lp_student_layer / lp_teacher_layer: feature layers; None for the input of the head.
-        compile_kl: compute the KL term with ``torch.compile`` (same value; faster on long CPU
-            runs, ~10 s to compile once).
+        compile_kl: True: a KL the objective computes itself (one not already computed by the
+            student's forward in this step) follows the process-wide compile mode of
+            :mod:`vs_plugin.layers.compiled` (``torch.compile`` where it pays); False: eager.
+            The same numbers either way.
     """
 
     kd_weight: float = 1.0
@@ -70,7 +72,7 @@ class ObjectiveConfig:
     lp_sigma2: Union[float, str] = 2.0
     lp_student_layer: Optional[str] = None
     lp_teacher_layer: Optional[str] = None
-    compile_kl: bool = False
+    compile_kl: bool = True
 
     def __post_init__(self) -> None:
         for name in ("kd_weight", "kl_weight", "bsr_weight", "lp_gamma"):
@@ -198,7 +200,7 @@ class VariationalStudentObjective(nn.Module):
                 raise ConfigError("kd_weight > 0 but no teacher logits were given")
             kd = kd_loss(student_logits.float(), teacher_logits.float(), cfg.temperature, cfg.kd_reduction)
         with torch.autocast(device_type=zero.device.type, enabled=False):  # fp32 even under mixed precision
-            kl = variational_kl(self._student[0], cfg.compile_kl).to(zero.device) / self.num_train_samples if cfg.kl_weight > 0 else zero
+            kl = variational_kl(self._student[0], None if cfg.compile_kl else False).to(zero.device) / self.num_train_samples if cfg.kl_weight > 0 else zero
             bsr = self.bsr().to(zero.device) if self.bsr is not None else zero
         lp = zero
         if cfg.lp_gamma > 0:

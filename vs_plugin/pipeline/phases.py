@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..console import EpochLines
+from ..layers.compiled import compile_mode_set_to
 from ..losses.kl import KLWarmup
 from ..losses.objective import VariationalStudentObjective
 from ..metrics.accuracy import count_correct
@@ -64,6 +65,11 @@ def distributed_accuracy(model: nn.Module, env: PhaseEnvironment) -> float:
     correct, total = count_correct(model, env.test_loader, env.device)
     counts = all_reduce_sum(torch.tensor([correct, total], dtype=torch.float64, device=env.device), env.dist)
     return float(counts[0] / counts[1])
+
+
+def evaluate_after(epoch: int, total_epochs: int, eval_every: int) -> bool:
+    """Whether the test split is measured after ``epoch`` (0-based): every ``eval_every`` epochs and after the last."""
+    return (epoch + 1) % eval_every == 0 or epoch + 1 == total_epochs
 
 
 def _ddp(module: nn.Module, env: PhaseEnvironment) -> nn.Module:
@@ -133,7 +139,8 @@ def train_teacher(teacher: nn.Module, env: PhaseEnvironment, checkpoint: Optiona
             phase="teacher", progress=settings.progress and env.dist.is_main, total_epochs=settings.teacher_epochs,
         )
         record = _mean_over_ranks(record, env)
-        record.extra["test_accuracy"] = distributed_accuracy(teacher, env)
+        if evaluate_after(epoch, settings.teacher_epochs, settings.eval_every):
+            record.extra["test_accuracy"] = distributed_accuracy(teacher, env)
         env.history["teacher"].append(record.to_dict())
         if lines.due(record.epoch):
             env.log(_epoch_line("teacher", record, settings.teacher_epochs))
@@ -167,13 +174,15 @@ def train_student(
     lines = EpochLines(settings.epochs)
     try:
         for epoch in range(start, settings.epochs):
-            record = train_one_epoch(
-                student, optimizer, batches, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
-                phase="student", progress=settings.progress and env.dist.is_main, total_epochs=settings.epochs,
-            )
+            with compile_mode_set_to("auto" if settings.compile_kl else "off"):
+                record = train_one_epoch(
+                    student, optimizer, batches, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
+                    phase="student", progress=settings.progress and env.dist.is_main, total_epochs=settings.epochs,
+                )
             record = _mean_over_ranks(record, env)
-            record.extra["test_accuracy"] = distributed_accuracy(student, env)
-            record.extra["sparsity"] = model_footprint(student).sparsity
+            if evaluate_after(epoch, settings.epochs, settings.eval_every):
+                record.extra["test_accuracy"] = distributed_accuracy(student, env)
+                record.extra["sparsity"] = model_footprint(student).sparsity
             record.extra["beta"] = warmup.beta((epoch + 1) * steps_per_epoch - 1)
             env.history["student"].append(record.to_dict())
             if lines.due(record.epoch):

@@ -32,7 +32,7 @@ from .settings import CompressSettings
 from .validation import check_labels, check_models_fit_data, first_batch, infer_num_classes, resolve_device
 
 #: Settings that may differ when resuming (more epochs, another device, a quiet terminal).
-RESUMABLE_CHANGES = ("epochs", "device", "progress", "num_workers", "cache_teacher", "compile_kl", "threshold_sweep")
+RESUMABLE_CHANGES = ("epochs", "device", "progress", "num_workers", "cache_teacher", "compile_kl", "threshold_sweep", "eval_every")
 
 
 @dataclass

@@ -28,7 +28,11 @@ class CompressSettings:
     ``batch_size``, ``lr``, ``teacher_lr``, ``seed``, ``device``, ``train_fraction`` (low-data
     runs), ``num_workers``, ``progress``, ``amp`` (``bf16`` autocast for forward passes;
     parameters, KL and BSR stay fp32), ``cache_teacher`` (compute the frozen teacher's outputs once
-    per training sample when the data is in memory; the same numbers, less time). ``batch_size`` is the global batch: under torchrun each
+    per training sample when the data is in memory; the same numbers, less time), ``eval_every``
+    (measure test accuracy and sparsity every this many epochs, and after the last one; long
+    low-data runs spend most of their time evaluating otherwise), ``compile_kl`` (run the
+    per-weight variational pass as one ``torch.compile`` loop where it pays, see
+    :mod:`vs_plugin.layers.compiled`; False: eager, the same numbers). ``batch_size`` is the global batch: under torchrun each
     of the N processes takes batch_size / N. Sparsification: see :class:`VariationalConfig`
     (``init_log_sigma2=None`` picks -15 for a student copied from the teacher, -10 from scratch).
     Loss: see :class:`ObjectiveConfig`; ``kl_warmup_epochs`` ramps the KL weight from 0 to 1
@@ -50,6 +54,7 @@ class CompressSettings:
     progress: bool = True
     amp: str = "off"
     cache_teacher: bool = True
+    eval_every: int = 1
     # sparsification
     granularity: str = "weight"
     threshold: float = vf.DEFAULT_THRESHOLD
@@ -76,13 +81,13 @@ class CompressSettings:
     lp_sigma2: Union[float, str] = 2.0
     lp_student_layer: Optional[str] = None
     lp_teacher_layer: Optional[str] = None
-    compile_kl: bool = False
+    compile_kl: bool = True
     # measurement
     threshold_sweep: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         _check_types(self)
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("teacher_epochs", "num_workers", "seed"):
