@@ -54,6 +54,11 @@ HELP = {
     "lp_student_layer": "student feature layer (default: input of the head)",
     "lp_teacher_layer": "teacher feature layer (default: input of the head)",
     "threshold_sweep": "also report accuracy and sparsity at these log alpha thresholds",
+    "kl_min_samples": "N_0: the KL is divided by max(N, N_0), tempering it on small data (0: by N, the exact ELBO)",
+    "recipe": "variational (one variational phase) or three-phase (dense KD warm start, variational phase, prune, masked KD fine-tune)",
+    "phase_split": "three-phase recipe: fractions of --epochs for warm start, variational phase and fine-tune",
+    "target_sparsity": "prune to exactly this fraction of the variational layers' weights by one global log alpha ranking (default: the threshold decides)",
+    "layer_floor": "with a target: fraction of each layer's units kept whatever the ranking (0 lets a layer be emptied)",
     "compile_kl": "compute the KL term with torch.compile (same value; ~3x cheaper KL on long CPU runs, ~10 s to compile)",
 }
 
@@ -68,21 +73,22 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(CompressSettings):
         flag = "--" + field.name.replace("_", "-")
         default = field.default
-        help_text = f"{HELP.get(field.name, field.name)} ({default if not isinstance(default, tuple) else ' '.join(default) or 'none'})"
+        shown = " ".join(map(str, default)) or "none" if isinstance(default, tuple) else default
+        help_text = f"{HELP.get(field.name, field.name)} ({shown})"
         kwargs: dict = dict(dest=field.name, default=argparse.SUPPRESS, help=help_text)
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
             kwargs["nargs"] = "*"
-            if field.name == "threshold_sweep":
+            if field.name in ("threshold_sweep", "phase_split"):
                 kwargs["type"] = float
         elif field.name == "lp_sigma2":
             kwargs["type"] = _number_or_median
         elif isinstance(default, int):
             kwargs["type"] = int
-        elif isinstance(default, float) or field.name == "init_log_sigma2":
+        elif isinstance(default, float) or field.name in ("init_log_sigma2", "target_sparsity"):
             kwargs["type"] = float
-        if field.name in ("device", "amp", "granularity", "kl", "kd_reduction", "ce_weighting", "bsr_norm"):
+        if field.name in ("device", "amp", "granularity", "kl", "kd_reduction", "ce_weighting", "bsr_norm", "recipe"):
             kwargs["metavar"] = field.name.upper()
         group.add_argument(flag, **kwargs)
 

@@ -4,13 +4,16 @@
 
     L = w_{CE}\\,CE(z_s, y)
       + \\lambda_T\\,T^2\\,KL(\\mathrm{softmax}(z_t/T)\\,\\|\\,\\mathrm{softmax}(z_s/T))
-      + \\lambda_V\\,\\beta(step)\\,\\frac1N \\sum_{layers} KL(q(W_s)\\,\\|\\,p(W_s))
+      + \\lambda_V\\,\\beta(step)\\,\\frac{1}{\\max(N, N_0)} \\sum_{layers} KL(q(W_s)\\,\\|\\,p(W_s))
       + \\lambda_g\\,BSR(W_t, W_s)
       + \\gamma\\,L_{LP}
 
 Hegde, Prasad, Hebbalaguppe, Kumar, "Variational Student", ICASSP 2020 (arXiv 1910.12061), with
 the open choices fixed in METHOD.md. w_CE is 1, or 1 - lambda_T with ``ce_weighting="complement"``.
 N is the number of training samples actually used, so the KL term is a per-sample ELBO term.
+N_0 (``kl_min_samples``, 0 = off here; ``vs-plugin compress`` uses 1000) tempers it on small data:
+with a few hundred samples the exact KL/N outweighs the data terms and prunes the student to
+chance, so the KL is divided by at least N_0 (the same as a KL weight of N/N_0 below N_0 samples).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class ObjectiveConfig:
         lp_student_layer / lp_teacher_layer: feature layers; None for the input of the head.
         compile_kl: compute the KL term with ``torch.compile`` (same value; faster on long CPU
             runs, ~10 s to compile once).
+        kl_min_samples: N_0; the KL is divided by max(N, N_0) (0: by N, the exact ELBO).
     """
 
     kd_weight: float = 1.0
@@ -68,6 +72,7 @@ class ObjectiveConfig:
     lp_student_layer: Optional[str] = None
     lp_teacher_layer: Optional[str] = None
     compile_kl: bool = False
+    kl_min_samples: int = 0
 
     def __post_init__(self) -> None:
         for name in ("kd_weight", "kl_weight", "bsr_weight", "lp_gamma"):
@@ -84,6 +89,8 @@ class ObjectiveConfig:
             raise ConfigError(f"ce_weighting='complement' needs kd_weight <= 1, got {self.kd_weight}")
         if self.bsr_norm not in BSR_NORMS:
             raise ConfigError(f"bsr_norm must be one of {', '.join(BSR_NORMS)}, got {self.bsr_norm!r}")
+        if not (isinstance(self.kl_min_samples, int) and self.kl_min_samples >= 0):
+            raise ConfigError(f"kl_min_samples must be an integer >= 0, got {self.kl_min_samples!r}")
         if not (isinstance(self.lp_k, int) and self.lp_k >= 1):
             raise ConfigError(f"lp_k must be an integer >= 1, got {self.lp_k!r}")
         if not (self.lp_sigma2 == "median" or (isinstance(self.lp_sigma2, (int, float)) and self.lp_sigma2 > 0)):
@@ -115,7 +122,7 @@ class VariationalStudentObjective(nn.Module):
 
     Call it with the batch's outputs; it returns ``{'loss', 'ce', 'kd', 'kl', 'bsr', 'lp'}``:
     ``loss`` is the weighted total to back-propagate, the others the unweighted terms (``kl``
-    already divided by N; disabled terms are 0).
+    already divided by max(N, N_0); disabled terms are 0).
     """
 
     def __init__(
@@ -133,6 +140,8 @@ class VariationalStudentObjective(nn.Module):
         if teacher is None and self.config.uses_teacher:
             raise ConfigError("kd_weight > 0 or lp_gamma > 0 needs a teacher; pass one or set both weights to 0")
         self.num_train_samples = num_train_samples
+        #: The KL's divisor: N, or N_0 when there are fewer samples (see the module docstring).
+        self.kl_divisor = max(num_train_samples, self.config.kl_min_samples)
         self._student = [student]  # referenced, not owned: no duplicate parameters in state_dict
         self.bsr = (
             BlockSparseRegulariser(student, teacher, self.config.bsr_norm, self.config.bsr_mapping)
@@ -172,7 +181,7 @@ class VariationalStudentObjective(nn.Module):
                 raise ConfigError("kd_weight > 0 but no teacher logits were given")
             kd = kd_loss(student_logits.float(), teacher_logits.float(), cfg.temperature, cfg.kd_reduction)
         with torch.autocast(device_type=zero.device.type, enabled=False):  # fp32 even under mixed precision
-            kl = variational_kl(self._student[0], cfg.compile_kl).to(zero.device) / self.num_train_samples if cfg.kl_weight > 0 else zero
+            kl = variational_kl(self._student[0], cfg.compile_kl).to(zero.device) / self.kl_divisor if cfg.kl_weight > 0 else zero
             bsr = self.bsr().to(zero.device) if self.bsr is not None else zero
         lp = zero
         if cfg.lp_gamma > 0:

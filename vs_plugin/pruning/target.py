@@ -21,6 +21,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..layers.functional import THETA_EPS
 from ..variationalize import variational_layers
 
 #: Fraction of each layer's units that a global ranking may not take away (at least one unit).
@@ -35,9 +36,17 @@ def keep_count(total: int, sparsity: float) -> int:
 
 
 def log_alpha_scores(model: nn.Module) -> dict[str, Tensor]:
-    """-log alpha of every unit (weight or channel) of every variational layer, by layer name."""
+    """-log alpha of every unit (weight or channel) of every variational layer, by layer name.
+
+    Unclipped: the clip to [-c, c] only bounds the KL approximation, and clipped values tie (at
+    +c, where most pruned weights sit), which would make the ranking arbitrary among them.
+    """
     with torch.no_grad():
-        return {name: -layer.log_alpha().detach().float() for name, layer in variational_layers(model)}
+        return {
+            name: -(log_sigma2.float() - torch.log(mean.float() ** 2 + THETA_EPS))
+            for name, layer in variational_layers(model)
+            for mean, log_sigma2 in [layer.variational_parameters()]
+        }
 
 
 def magnitude_scores(model: nn.Module, layer_names: tuple[str, ...]) -> dict[str, Tensor]:
