@@ -47,7 +47,7 @@ HELP = {
     "kl_warmup_epochs": "epochs over which the KL weight ramps from 0 to 1",
     "kl_hold_epochs": "epochs with KL weight 0 before the ramp",
     "bsr_weight": "lambda_g, weight of the Block Sparse Regulariser (0: off)",
-    "bsr_norm": "l1_inf or l2_1",
+    "bsr_norm": "l1_inf, l2_1 (readings of the paper, unscaled) or group (teacher-guided group lasso over input units, scaled like the KL)",
     "lp_gamma": "gamma of the locality-preserving feature loss (0: off)",
     "lp_k": "neighbours for the locality-preserving loss",
     "lp_sigma2": "heat-kernel width of the locality-preserving loss, or 'median'",

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
-from .bsr import BSR_NORMS, BlockSparseRegulariser
+from .bsr import BSR_NORMS, PER_SAMPLE_NORMS, BlockSparseRegulariser
 from .kd import KD_REDUCTIONS, kd_loss
 from .kl import variational_kl
 from .locality import locality_preserving_loss
@@ -47,7 +47,8 @@ class ObjectiveConfig:
         ce_weighting: ``"full"`` (CE weight 1) or ``"complement"`` (CE weight 1 - lambda_T).
         kl_weight: lambda_V, the weight of the KL/N term (0 = plain KD of a dense student).
         bsr_weight: lambda_g; 0 switches the Block Sparse Regulariser off.
-        bsr_norm: ``"l1_inf"`` (default) or ``"l2_1"``.
+        bsr_norm: ``"l1_inf"`` (default), ``"l2_1"`` or ``"group"`` (a teacher-guided group lasso over
+            input units, divided by max(N, N_0) like the KL; see :mod:`vs_plugin.losses.bsr`).
         bsr_mapping: explicit student layer -> teacher layer (or None) pairs for the BSR.
         lp_gamma: gamma of the locality-preserving loss; 0 switches it off.
         lp_k: neighbours in teacher feature space.
@@ -122,7 +123,7 @@ class VariationalStudentObjective(nn.Module):
 
     Call it with the batch's outputs; it returns ``{'loss', 'ce', 'kd', 'kl', 'bsr', 'lp'}``:
     ``loss`` is the weighted total to back-propagate, the others the unweighted terms (``kl``
-    already divided by max(N, N_0); disabled terms are 0).
+    already divided by max(N, N_0), and ``bsr`` too for the group norm; disabled terms are 0).
     """
 
     def __init__(
@@ -183,6 +184,8 @@ class VariationalStudentObjective(nn.Module):
         with torch.autocast(device_type=zero.device.type, enabled=False):  # fp32 even under mixed precision
             kl = variational_kl(self._student[0], cfg.compile_kl).to(zero.device) / self.kl_divisor if cfg.kl_weight > 0 else zero
             bsr = self.bsr().to(zero.device) if self.bsr is not None else zero
+            if cfg.bsr_norm in PER_SAMPLE_NORMS:
+                bsr = bsr / self.kl_divisor
         lp = zero
         if cfg.lp_gamma > 0:
             if student_features is None or teacher_features is None:
