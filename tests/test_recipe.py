@@ -109,3 +109,19 @@ def test_kl_is_tempered_below_n0_samples():
         assert float(tempered(logits, None, y)["kl"]) == pytest.approx(kl_exact / 10)
         assert float(large(logits, None, y)["kl"]) == pytest.approx(kl_exact / 50)
     assert CompressSettings().objective_config().kl_min_samples == 1000
+
+
+def test_python_api_lands_on_the_target_too():
+    import vs_plugin
+    from vs_plugin.data import load_dataset
+
+    bundle = load_dataset("digits")
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    student = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    _, report = vs_plugin.compress(
+        teacher, student, bundle.train, bundle.test, train_teacher=True, teacher_epochs=1, epochs=4,
+        recipe="three-phase", target_sparsity=0.8, progress=False,
+    )
+    assert report["student"]["nnz"] == keep_count(64 * 16 + 16 * 10, 0.8)
+    assert set(report["phases"]) >= {"warmstart", "variational", "pruned", "finetune"}
