@@ -112,3 +112,13 @@ def test_a_mask_of_the_wrong_shape_names_the_layer():
     with pytest.raises(ConfigError, match="'0'"):
         apply_keep_masks(model, {"0": torch.ones(5, dtype=torch.bool)})
     assert math.isfinite(float(model[0].weight.detach().sum()))
+
+
+def test_floors_leave_most_of_a_tiny_budget_to_the_ranking():
+    """At 99% the floors of big layers must not eat the budget and starve a small, important head."""
+    scores = {"big1": torch.rand(3200), "big2": torch.rand(2500), "head": torch.rand(50) + 10}
+    masks = global_keep_masks(scores, 0.99)
+    budget = keep_count(5750, 0.99)
+    assert sum(int(m.sum()) for m in masks.values()) == budget
+    assert int(masks["head"].sum()) >= budget - 7 - 5  # everything beyond the two big floors
+    assert int(masks["big1"].sum()) >= 1 and int(masks["big2"].sum()) >= 1

@@ -57,8 +57,8 @@ HELP = {
     "kl_min_samples": "N_0: the KL is divided by max(N, N_0), tempering it on small data (0: by N, the exact ELBO)",
     "recipe": "variational (one variational phase) or three-phase (dense KD warm start, variational phase, prune, masked KD fine-tune)",
     "phase_split": "three-phase recipe: fractions of --epochs for warm start, variational phase and fine-tune",
-    "target_sparsity": "prune to exactly this fraction of the variational layers' weights by one global log alpha ranking (default: the threshold decides)",
-    "layer_floor": "with a target: fraction of each layer's units kept whatever the ranking (0 lets a layer be emptied)",
+    "target_sparsity": "prune to exactly this fraction of the variational layers' units (weights, or channels with --granularity channel) by one global log alpha ranking (default: the threshold decides)",
+    "layer_floor": "with a target: share of each layer's uniform allocation (1 - target) x units kept whatever the ranking (0 lets a layer be emptied)",
     "compile_kl": "compute the KL term with torch.compile (same value; ~3x cheaper KL on long CPU runs, ~10 s to compile)",
 }
 

@@ -44,8 +44,8 @@ class CompressSettings:
     Recipe: ``recipe="three-phase"`` splits ``epochs`` by ``phase_split`` (warm start, variational
     phase, fine-tune; the warm start is skipped, its epochs given to the variational phase, when
     the student is a copy of the trained teacher); ``target_sparsity`` prunes by one global log
-    alpha ranking to exactly that fraction of the variational layers' weights, each layer keeping
-    at least ``layer_floor`` of its units; ``kl_min_samples`` tempers the KL on small data (see
+    alpha ranking to exactly that fraction of the variational layers' units, each layer keeping
+    at least ``layer_floor`` of its uniform share ``(1 - target) * units`` (at least one); ``kl_min_samples`` tempers the KL on small data (see
     :class:`ObjectiveConfig`).
     """
 
@@ -94,7 +94,7 @@ class CompressSettings:
     recipe: str = "variational"
     phase_split: tuple[float, ...] = (0.25, 0.5, 0.25)
     target_sparsity: Optional[float] = None
-    layer_floor: float = 0.01
+    layer_floor: float = 0.2
     # measurement
     threshold_sweep: tuple[float, ...] = ()
 

@@ -2,9 +2,11 @@
 
 Given a score per unit (higher = more important) in every prunable layer, keep the
 ``K = round((1 - s) * total)`` best units of the whole model, where ``s`` is the target sparsity,
-after first reserving each layer's best ``ceil(floor * n_layer)`` units (at least one), so that no
-layer is wiped out unless the floor is set to 0. Ties are broken by position, so the count is
-exact.
+after first reserving each layer's best ``max(1, ceil(floor * (1 - s) * n_layer))`` units: a share
+``floor`` of what a uniform allocation would give the layer, so that no layer is wiped out unless
+the floor is set to 0, while the global ranking still places almost all of the budget (a floor
+proportional to the layer size alone would, at 99% sparsity, eat the whole budget in the big
+layers and starve the classifier head). Ties are broken by position, so the count is exact.
 
 Scores: ``-log alpha`` for a variational student (Molchanov et al. 2017 rank weights by log alpha;
 Gale et al. 2019, "The State of Sparsity in Deep Neural Networks", prune by it to a target), and
@@ -24,8 +26,8 @@ from ..errors import ConfigError
 from ..layers.functional import THETA_EPS
 from ..variationalize import variational_layers
 
-#: Fraction of each layer's units that a global ranking may not take away (at least one unit).
-DEFAULT_LAYER_FLOOR = 0.01
+#: Share of a layer's uniform allocation (1 - s) * n that the global ranking may not take away.
+DEFAULT_LAYER_FLOOR = 0.2
 
 
 def keep_count(total: int, sparsity: float) -> int:
@@ -64,8 +66,8 @@ def global_keep_masks(scores: Mapping[str, Tensor], sparsity: float, floor: floa
     Args:
         scores: per layer, a tensor of unit scores (higher = keep).
         sparsity: the target fraction of units pruned over all the layers together, in [0, 1).
-        floor: fraction of each layer's units kept whatever the global ranking says (at least
-            one unit when > 0); 0 lets a layer be emptied.
+        floor: share of each layer's uniform allocation ``(1 - sparsity) * n`` kept whatever the
+            global ranking says (at least one unit when > 0); 0 lets a layer be emptied.
 
     Raises:
         ConfigError: no layers, a bad sparsity or floor, or floors that alone exceed the budget.
@@ -78,7 +80,8 @@ def global_keep_masks(scores: Mapping[str, Tensor], sparsity: float, floor: floa
     flat = [scores[n].reshape(-1).float() for n in names]
     sizes = [f.numel() for f in flat]
     budget = keep_count(sum(sizes), sparsity)
-    floors = [min(size, max(1, math.ceil(floor * size))) if floor > 0 else 0 for size in sizes]
+    # 1e-9: floor * (1 - s) * n is often an integer in exact arithmetic (0.2 * 0.01 * 2500 = 5).
+    floors = [min(size, max(1, math.ceil(floor * (1.0 - sparsity) * size - 1e-9))) if floor > 0 else 0 for size in sizes]
     if sum(floors) > budget:
         raise ConfigError(
             f"sparsity {sparsity:.4f} keeps {budget} units, fewer than the per-layer floors need ({sum(floors)}); "
