@@ -47,7 +47,7 @@ HELP = {
     "kl_warmup_epochs": "epochs over which the KL weight ramps from 0 to 1",
     "kl_hold_epochs": "epochs with KL weight 0 before the ramp",
     "bsr_weight": "lambda_g, weight of the Block Sparse Regulariser (0: off)",
-    "bsr_norm": "l1_inf or l2_1",
+    "bsr_norm": "l1_inf, l2_1 (readings of the paper, unscaled) or group (teacher-guided group lasso over input units, scaled like the KL)",
     "lp_gamma": "gamma of the locality-preserving feature loss (0: off)",
     "lp_k": "neighbours for the locality-preserving loss",
     "lp_sigma2": "heat-kernel width of the locality-preserving loss, or 'median'",
@@ -56,6 +56,11 @@ HELP = {
     "threshold_sweep": "also report accuracy and sparsity at these log alpha thresholds",
     "compile_kl": "run each variational layer's per-weight pass (sigma^2, KL, its gradient) as one torch.compile'd loop when the student has a layer of >= 65,536 weights and a C++ compiler (CPU) or Triton (GPU) is found; --no-compile-kl: eager PyTorch, the same numbers",
     "eval_every": "measure test accuracy and sparsity every N student/teacher epochs (and after the last)",
+    "kl_min_samples": "N_0: the KL is divided by max(N, N_0), tempering it on small data (0: by N, the exact ELBO)",
+    "recipe": "variational (one variational phase) or three-phase (dense KD warm start, variational phase, prune, masked KD fine-tune)",
+    "phase_split": "three-phase recipe: fractions of --epochs for warm start, variational phase and fine-tune",
+    "target_sparsity": "prune to exactly this fraction of the variational layers' units (weights, or channels with --granularity channel) by one global log alpha ranking (default: the threshold decides)",
+    "layer_floor": "with a target: share of each layer's uniform allocation (1 - target) x units kept whatever the ranking (0 lets a layer be emptied)",
 }
 
 
@@ -69,21 +74,22 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(CompressSettings):
         flag = "--" + field.name.replace("_", "-")
         default = field.default
-        help_text = f"{HELP.get(field.name, field.name)} ({default if not isinstance(default, tuple) else ' '.join(default) or 'none'})"
+        shown = " ".join(map(str, default)) or "none" if isinstance(default, tuple) else default
+        help_text = f"{HELP.get(field.name, field.name)} ({shown})"
         kwargs: dict = dict(dest=field.name, default=argparse.SUPPRESS, help=help_text)
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
             kwargs["nargs"] = "*"
-            if field.name == "threshold_sweep":
+            if field.name in ("threshold_sweep", "phase_split"):
                 kwargs["type"] = float
         elif field.name == "lp_sigma2":
             kwargs["type"] = _number_or_median
         elif isinstance(default, int):
             kwargs["type"] = int
-        elif isinstance(default, float) or field.name == "init_log_sigma2":
+        elif isinstance(default, float) or field.name in ("init_log_sigma2", "target_sparsity"):
             kwargs["type"] = float
-        if field.name in ("device", "amp", "granularity", "kl", "kd_reduction", "ce_weighting", "bsr_norm"):
+        if field.name in ("device", "amp", "granularity", "kl", "kd_reduction", "ce_weighting", "bsr_norm", "recipe"):
             kwargs["metavar"] = field.name.upper()
         group.add_argument(flag, **kwargs)
 

@@ -68,6 +68,7 @@ class MethodContext:
         budget: the shared training budget.
         device: where models live.
         progress: tick it after every training epoch.
+        num_classes: classes of the data (None when unknown), to flag students near chance.
     """
 
     teacher: nn.Module
@@ -79,6 +80,7 @@ class MethodContext:
     budget: TrainingBudget
     device: torch.device
     progress: ProgressTicker = field(default_factory=ProgressTicker)
+    num_classes: Optional[int] = None
 
     def fresh_student(self) -> nn.Module:
         """A copy of the starting student, on the device, in training mode."""

@@ -30,6 +30,7 @@ from ..errors import ConfigError
 from ..io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text, load_tensors
 from ..metrics.accuracy import evaluate_accuracy
 from ..metrics.footprint import ModelFootprint, model_footprint
+from ..metrics.health import is_near_chance
 from ..models.registry import build_model
 from ..models.weights import load_weights
 from ..pipeline.validation import check_models_fit_data, resolve_device
@@ -194,6 +195,7 @@ def prepare(
     context = MethodContext(
         teacher=teacher, starting_student=student, student_is_trained=config.dense_student_epochs > 0,
         train_batches=train_batches, test_batches=test_batches, num_train_samples=num_train, budget=budget, device=device,
+        num_classes=bundle.spec.num_classes,
     )
     details = {"test_split": bundle.test_split, "train_samples": num_train, "test_samples": dataset_size(bundle.test)}
     return Prepared(context, teacher_footprint, rows, teacher_state, details)
@@ -216,7 +218,7 @@ def run_one(prepared: Prepared, run: PlannedRun, *, seed: int, progress: bool = 
     row = ResultRow(
         method=run.entry.label, target=target, target_from=target_from, accuracy=accuracy, nnz=footprint.nnz,
         sparsity=footprint.sparsity, compression_vs_teacher=prepared.teacher_footprint.weights / max(footprint.nnz, 1),
-        memory_bytes=footprint.sparse_bytes, wall_time_s=wall,
+        memory_bytes=footprint.sparse_bytes, wall_time_s=wall, near_chance=is_near_chance(accuracy, context.num_classes),
     )
     return row, {"method": run.entry.name, "label": run.entry.label, "target": run.target, **outcome.details}
 

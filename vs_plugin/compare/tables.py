@@ -13,6 +13,8 @@ import io
 from dataclasses import asdict, dataclass, fields
 from typing import Optional, Sequence
 
+from ..metrics.health import NEAR_CHANCE_MARK
+
 #: ``target_from`` values: the row's target was set in the config, or is the sparsity the method reached.
 TARGET_FROM_CONFIG = "config"
 TARGET_ACHIEVED = "achieved"
@@ -34,6 +36,7 @@ class ResultRow:
         memory_bytes: CSR bytes (students) or dense fp32 bytes (teacher).
         wall_time_s: seconds the method took (pruning and training), 0 for reference rows.
         reference: True for the teacher and dense-student rows.
+        near_chance: the student is at or near chance accuracy (see :mod:`vs_plugin.metrics.health`).
     """
 
     method: str
@@ -46,6 +49,7 @@ class ResultRow:
     memory_bytes: int
     wall_time_s: float
     reference: bool = False
+    near_chance: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,7 +97,7 @@ def to_markdown(rows: Sequence[ResultRow], title: str, notes: Sequence[str] = ()
         cells = (
             row.method,
             _target(row),
-            f"{100 * row.accuracy:.2f}%",
+            f"{100 * row.accuracy:.2f}%" + (NEAR_CHANCE_MARK if row.near_chance else ""),
             f"{row.nnz:,}",
             f"{100 * row.sparsity:.2f}%",
             f"{row.compression_vs_teacher:.1f}x",

@@ -17,6 +17,7 @@ from ..data.bundle import DataBundle
 from ..data.loaders import dataset_size, make_loader, subset_fraction
 from ..metrics.accuracy import evaluate_accuracy
 from ..metrics.footprint import model_footprint
+from ..metrics.health import is_near_chance
 from ..models.registry import build_model
 from ..models.weights import load_weights
 from ..pipeline.validation import resolve_device
@@ -44,6 +45,7 @@ class RowResult:
     wall_time_s: float
     target: Optional[float] = None
     threshold_sweep: list = field(default_factory=list)
+    near_chance: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +68,7 @@ def run_compress_row(config: ExperimentConfig, row: RowSpec, seed: int, fraction
         compression_vs_teacher=student["compression_vs_teacher"], memory_bytes=student["memory_bytes"],
         memory_reduction_vs_teacher=student["memory_reduction_vs_teacher"], wall_time_s=time.perf_counter() - started,
         threshold_sweep=student.get("threshold_sweep", []),
+        near_chance=is_near_chance(student["accuracy"], report["dataset"]["num_classes"]),
     )
 
 
@@ -86,12 +89,14 @@ def run_kd_row(
            temperature=config.temperature, num_train_samples=dataset_size(train), device=device, phase=row.label)
     wall = time.perf_counter() - started
     student_fp, teacher_fp = model_footprint(student), model_footprint(teacher)
+    accuracy = evaluate_accuracy(student, test_batches, device)
     return RowResult(
         label=row.label, kind=row.kind, seed=seed, fraction=fraction, epochs=epochs,
-        accuracy=evaluate_accuracy(student, test_batches, device), teacher_accuracy=evaluate_accuracy(teacher, test_batches, device),
+        accuracy=accuracy, teacher_accuracy=evaluate_accuracy(teacher, test_batches, device),
         nnz=student_fp.nnz, weights=student_fp.weights, sparsity=student_fp.sparsity,
         compression_vs_teacher=teacher_fp.weights / max(student_fp.nnz, 1), memory_bytes=student_fp.dense_bytes,
         memory_reduction_vs_teacher=teacher_fp.dense_bytes / student_fp.dense_bytes, wall_time_s=wall,
+        near_chance=is_near_chance(accuracy, bundle.spec.num_classes),
     )
 
 
@@ -133,7 +138,7 @@ class MethodRows:
             teacher_accuracy=teacher_row.accuracy, nnz=result.nnz, weights=model_footprint(prepared.context.starting_student).weights,
             sparsity=result.sparsity, compression_vs_teacher=result.compression_vs_teacher, memory_bytes=result.memory_bytes,
             memory_reduction_vs_teacher=prepared.teacher_footprint.dense_bytes / result.memory_bytes,
-            wall_time_s=result.wall_time_s, target=target,
+            wall_time_s=result.wall_time_s, target=target, near_chance=result.near_chance,
         )
 
 

@@ -40,6 +40,7 @@ class Summary:
     teacher_accuracy: Stat
     wall_time_s: Stat
     all_pruned: int = 0  # seeds whose student kept no weight at all (compression is meaningless there)
+    near_chance: int = 0  # seeds whose student is at or near chance accuracy
 
 
 def summarise(results: Sequence[RowResult]) -> list[Summary]:
@@ -57,6 +58,7 @@ def summarise(results: Sequence[RowResult]) -> list[Summary]:
                 memory_reduction=Stat.of([m.memory_reduction_vs_teacher for m in members]),
                 teacher_accuracy=Stat.of([m.teacher_accuracy for m in members]), wall_time_s=Stat.of([m.wall_time_s for m in members]),
                 all_pruned=sum(1 for m in members if m.kind != "teacher" and m.nnz == 0),
+                near_chance=sum(1 for m in members if m.near_chance),
             )
         )
     return summaries
@@ -93,8 +95,9 @@ def to_markdown(summaries: Sequence[Summary], title: str, notes: Sequence[str] =
         lines += [header, "|---|---|---|---|---|---|---|"]
         lines.append(f"| teacher | {_pct(teacher)} | 0 | - | 1x | 1x | {teacher.n} |")
         for s in members:
+            chance = f" (near chance in {s.near_chance} of {s.accuracy.n} seeds)" if s.near_chance else ""
             lines.append(
-                f"| {s.label} | {_pct(s.accuracy)} | {_pct(s.sparsity)} | {_with_spread(f'{s.nnz.mean:,.0f}', f'{s.nnz.std:,.0f}', s.nnz)} | "
+                f"| {s.label} | {_pct(s.accuracy)}{chance} | {_pct(s.sparsity)} | {_with_spread(f'{s.nnz.mean:,.0f}', f'{s.nnz.std:,.0f}', s.nnz)} | "
                 f"{_compression_cells(s)} | {s.accuracy.n} |"
             )
         lines.append("")

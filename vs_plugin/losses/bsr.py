@@ -17,6 +17,20 @@ mixed l_{1,inf} norm. The reading below is ours (METHOD.md, "Block Sparse Regula
 Because the teacher is frozen, its per-block statistic is computed once; the concatenated norm
 is then max(t_m, s_m) for l_{1,inf} and sqrt(t_m^2 + s_m^2) for l_{2,1}, which equals the norm of
 the concatenated block and also works when kernel sizes differ.
+
+Both readings above are defective with a frozen teacher (METHOD.md, section 5): l_{1,inf} sends
+gradient only to the single largest student weight of a block, capping the most important
+weights. The ``group`` reading is a real group penalty over the student's input units (a group
+lasso, Yuan & Lin 2006; Wen et al. 2016 for network layers), guided by the teacher only where
+unit m means the same thing in both networks:
+
+    group:  BSR = sum_m g_m || theta_s[:, m, ...] ||_2,
+            g_m = mean_k(t_k) / (t_m + eps), clipped to [1/GUIDE_CAP, GUIDE_CAP], mean-normalised,
+
+with t_m the teacher's column norm || W_t[:, m, ...] ||_2. The guide applies when the input spaces
+correspond (the layer reading the data, or a student layer of the teacher layer's exact shape, as
+in a student copied from the teacher); elsewhere g_m = 1. The objective scales this reading like
+the KL (divided by max(N, N_0)), so one weight means the same on any dataset size.
 """
 
 from __future__ import annotations
@@ -30,20 +44,25 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..layers.base import VariationalLayer
+from ..variationalize import stem_name
 
-BSR_NORMS = ("l1_inf", "l2_1")
+BSR_NORMS = ("l1_inf", "l2_1", "group")
+#: Norms whose value the objective divides by the number of training samples, like the KL.
+PER_SAMPLE_NORMS = ("group",)
+#: The teacher's guide never weighs one input group more than this many times the average.
+GUIDE_CAP = 10.0
 #: Added under the square root of l_{2,1} so that the gradient at an all-zero block is finite.
 L21_EPS = 1e-12
 
 
 def block_statistic(weight: Tensor, norm: str) -> Tensor:
-    """Per input unit m (axis 1): max |W[:, m, ...]| for l1_inf, sum W[:, m, ...]^2 for l2_1."""
+    """Per input unit m (axis 1): max |W[:, m, ...]| for l1_inf, sum W[:, m, ...]^2 for l2_1 and group."""
     if weight.dim() < 2:
         raise ConfigError(f"BSR needs weights with an input axis, got shape {tuple(weight.shape)}")
     per_input = weight.to(torch.promote_types(weight.dtype, torch.float32)).transpose(0, 1).reshape(weight.shape[1], -1)
     if norm == "l1_inf":
         return per_input.abs().amax(dim=1)
-    if norm == "l2_1":
+    if norm in ("l2_1", "group"):
         return per_input.pow(2).sum(dim=1)
     raise ConfigError(f"BSR norm must be one of {', '.join(BSR_NORMS)}, got {norm!r}")
 
@@ -64,8 +83,29 @@ def block_sparse_regulariser(student_weight: Tensor, teacher_weight: Optional[Te
     return combine_blocks(block_statistic(student_weight, norm), teacher_stat, norm)
 
 
+def teacher_guide(teacher_stat: Tensor) -> Tensor:
+    """g_m = mean(t) / (t_m + eps), clipped to [1/GUIDE_CAP, GUIDE_CAP] and normalised to mean 1.
+
+    ``teacher_stat`` holds the squared column norms t_m^2 (:func:`block_statistic` with "group").
+    """
+    norms = teacher_stat.clamp_min(0).sqrt()
+    guide = (norms.mean() / (norms + L21_EPS)).clamp(1.0 / GUIDE_CAP, GUIDE_CAP)
+    return guide / guide.mean()
+
+
+def group_penalty(student_stat: Tensor, guide: Optional[Tensor]) -> Tensor:
+    """sum_m g_m sqrt(s_m + eps): a group lasso over the student's input units."""
+    norms = torch.sqrt(student_stat + L21_EPS)
+    return norms.sum() if guide is None else (guide.to(norms) * norms).sum()
+
+
 def combine_blocks(student_stat: Tensor, teacher_stat: Optional[Tensor], norm: str) -> Tensor:
-    """Sum over blocks of the norm of [teacher block ; student block], narrower side zero-padded."""
+    """Sum over blocks of the norm of [teacher block ; student block], narrower side zero-padded.
+
+    For ``group``, ``teacher_stat`` is the guide g (or None): see :func:`group_penalty`.
+    """
+    if norm == "group":
+        return group_penalty(student_stat, teacher_stat)
     if teacher_stat is not None:
         width = max(student_stat.shape[0], teacher_stat.shape[0])
         student_stat = _pad_to(student_stat, width)
@@ -124,8 +164,9 @@ def pair_layers(
 class BlockSparseRegulariser(nn.Module):
     """Sum of :func:`block_sparse_regulariser` over the student's variational layers.
 
-    The teacher's per-block statistics are computed once here (the teacher is frozen) and kept
-    as buffers, so the teacher module itself is not held.
+    The teacher's per-block statistics (or, for ``group``, the guide where the input spaces
+    correspond: the first layer, or a layer of the teacher's exact shape) are computed once here
+    (the teacher is frozen) and kept as buffers, so the teacher module itself is not held.
     """
 
     def __init__(
@@ -141,11 +182,16 @@ class BlockSparseRegulariser(nn.Module):
         self.norm = norm
         self.pairs = pair_layers(student, teacher, mapping)
         self._student = [student]  # not a submodule: the objective does not own the student
+        reads_data = (stem_name(student), None if teacher is None else stem_name(teacher))
         for index, pair in enumerate(self.pairs):
             stat = None
             if pair.teacher is not None:
                 weight = teacher.get_submodule(pair.teacher).weight
                 stat = block_statistic(weight.detach(), norm)
+                if norm == "group":
+                    student_weight = student.get_submodule(pair.student).weight
+                    same_space = (pair.student, pair.teacher) == reads_data and weight.shape[1] == student_weight.shape[1]
+                    stat = teacher_guide(stat) if same_space or weight.shape == student_weight.shape else None
             self.register_buffer(f"teacher_stat_{index}", stat, persistent=False)
 
     def forward(self) -> Tensor:

@@ -4,13 +4,16 @@
 
     L = w_{CE}\\,CE(z_s, y)
       + \\lambda_T\\,T^2\\,KL(\\mathrm{softmax}(z_t/T)\\,\\|\\,\\mathrm{softmax}(z_s/T))
-      + \\lambda_V\\,\\beta(step)\\,\\frac1N \\sum_{layers} KL(q(W_s)\\,\\|\\,p(W_s))
+      + \\lambda_V\\,\\beta(step)\\,\\frac{1}{\\max(N, N_0)} \\sum_{layers} KL(q(W_s)\\,\\|\\,p(W_s))
       + \\lambda_g\\,BSR(W_t, W_s)
       + \\gamma\\,L_{LP}
 
 Hegde, Prasad, Hebbalaguppe, Kumar, "Variational Student", ICASSP 2020 (arXiv 1910.12061), with
 the open choices fixed in METHOD.md. w_CE is 1, or 1 - lambda_T with ``ce_weighting="complement"``.
 N is the number of training samples actually used, so the KL term is a per-sample ELBO term.
+N_0 (``kl_min_samples``, 0 = off here; ``vs-plugin compress`` uses 1000) tempers it on small data:
+with a few hundred samples the exact KL/N outweighs the data terms and prunes the student to
+chance, so the KL is divided by at least N_0 (the same as a KL weight of N/N_0 below N_0 samples).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
-from .bsr import BSR_NORMS, BlockSparseRegulariser
+from .bsr import BSR_NORMS, PER_SAMPLE_NORMS, BlockSparseRegulariser
 from .kd import KD_REDUCTIONS, kd_loss
 from .kl import KLWarmup, variational_kl
 from .locality import locality_preserving_loss
@@ -47,7 +50,8 @@ class ObjectiveConfig:
         ce_weighting: ``"full"`` (CE weight 1) or ``"complement"`` (CE weight 1 - lambda_T).
         kl_weight: lambda_V, the weight of the KL/N term (0 = plain KD of a dense student).
         bsr_weight: lambda_g; 0 switches the Block Sparse Regulariser off.
-        bsr_norm: ``"l1_inf"`` (default) or ``"l2_1"``.
+        bsr_norm: ``"l1_inf"`` (default), ``"l2_1"`` or ``"group"`` (a teacher-guided group lasso over
+            input units, divided by max(N, N_0) like the KL; see :mod:`vs_plugin.losses.bsr`).
         bsr_mapping: explicit student layer -> teacher layer (or None) pairs for the BSR.
         lp_gamma: gamma of the locality-preserving loss; 0 switches it off.
         lp_k: neighbours in teacher feature space.
@@ -57,6 +61,7 @@ class ObjectiveConfig:
             student's forward in this step) follows the process-wide compile mode of
             :mod:`vs_plugin.layers.compiled` (``torch.compile`` where it pays); False: eager.
             The same numbers either way.
+        kl_min_samples: N_0; the KL is divided by max(N, N_0) (0: by N, the exact ELBO).
     """
 
     kd_weight: float = 1.0
@@ -73,6 +78,7 @@ class ObjectiveConfig:
     lp_student_layer: Optional[str] = None
     lp_teacher_layer: Optional[str] = None
     compile_kl: bool = True
+    kl_min_samples: int = 0
 
     def __post_init__(self) -> None:
         for name in ("kd_weight", "kl_weight", "bsr_weight", "lp_gamma"):
@@ -89,6 +95,8 @@ class ObjectiveConfig:
             raise ConfigError(f"ce_weighting='complement' needs kd_weight <= 1, got {self.kd_weight}")
         if self.bsr_norm not in BSR_NORMS:
             raise ConfigError(f"bsr_norm must be one of {', '.join(BSR_NORMS)}, got {self.bsr_norm!r}")
+        if not (isinstance(self.kl_min_samples, int) and self.kl_min_samples >= 0):
+            raise ConfigError(f"kl_min_samples must be an integer >= 0, got {self.kl_min_samples!r}")
         if not (isinstance(self.lp_k, int) and self.lp_k >= 1):
             raise ConfigError(f"lp_k must be an integer >= 1, got {self.lp_k!r}")
         if not (self.lp_sigma2 == "median" or (isinstance(self.lp_sigma2, (int, float)) and self.lp_sigma2 > 0)):
@@ -128,7 +136,7 @@ class VariationalStudentObjective(nn.Module):
 
     Call it with the batch's outputs; it returns ``{'loss', 'ce', 'kd', 'kl', 'bsr', 'lp'}``:
     ``loss`` is the weighted total to back-propagate, the others the unweighted terms (``kl``
-    already divided by N; disabled terms are 0).
+    already divided by max(N, N_0), and ``bsr`` too for the group norm; disabled terms are 0).
     """
 
     def __init__(
@@ -154,6 +162,8 @@ class VariationalStudentObjective(nn.Module):
         #: Training calls so far (calls with gradients enabled); drives ``warmup``.
         self.global_step = 0
         self._update_check = UpdateCheck(student, check_updates)
+        #: The KL's divisor: N, or N_0 when there are fewer samples (see the module docstring).
+        self.kl_divisor = max(num_train_samples, self.config.kl_min_samples)
         self._student = [student]  # referenced, not owned: no duplicate parameters in state_dict
         self.bsr = (
             BlockSparseRegulariser(student, teacher, self.config.bsr_norm, self.config.bsr_mapping)
@@ -200,8 +210,10 @@ class VariationalStudentObjective(nn.Module):
                 raise ConfigError("kd_weight > 0 but no teacher logits were given")
             kd = kd_loss(student_logits.float(), teacher_logits.float(), cfg.temperature, cfg.kd_reduction)
         with torch.autocast(device_type=zero.device.type, enabled=False):  # fp32 even under mixed precision
-            kl = variational_kl(self._student[0], None if cfg.compile_kl else False).to(zero.device) / self.num_train_samples if cfg.kl_weight > 0 else zero
+            kl = variational_kl(self._student[0], None if cfg.compile_kl else False).to(zero.device) / self.kl_divisor if cfg.kl_weight > 0 else zero
             bsr = self.bsr().to(zero.device) if self.bsr is not None else zero
+            if cfg.bsr_norm in PER_SAMPLE_NORMS:
+                bsr = bsr / self.kl_divisor
         lp = zero
         if cfg.lp_gamma > 0:
             if student_features is None or teacher_features is None:

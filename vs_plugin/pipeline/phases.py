@@ -1,4 +1,8 @@
-"""The two training phases of a run (teacher, then student), checkpointed every epoch.
+"""The training phases of a run, checkpointed every epoch.
+
+The teacher (when trained here), then the student: one variational phase, or with the
+three-phase recipe a dense KD warm start, the variational phase and a masked KD fine-tune of the
+pruned student (``PHASES`` in order; a checkpoint names the phase it was written in).
 
 Both phases run the same way in one process or under torchrun: the trained module is wrapped in
 DistributedDataParallel when the world size is above 1, metrics are summed over ranks, and only
@@ -21,6 +25,7 @@ from ..losses.kl import KLWarmup
 from ..losses.objective import VariationalStudentObjective
 from ..metrics.accuracy import count_correct
 from ..metrics.footprint import model_footprint
+from ..pruning import MaskKeeper
 from ..training.distributed import DistributedContext, all_reduce_sum, gather_objects
 from ..training.loop import EpochRecord, train_one_epoch
 from ..training.reproducibility import restore_rng_state, rng_state
@@ -30,6 +35,18 @@ from .settings import CompressSettings
 from ..training.optim import adam
 
 CHECKPOINT_FORMAT = "vs-plugin-checkpoint/1"
+#: Phases in the order a run goes through them; "student" is the variational phase.
+PHASES = ("teacher", "warmstart", "student", "finetune")
+
+
+def phase_reached(checkpoint: Optional[dict], phase: str) -> Optional[dict]:
+    """The checkpoint to resume ``phase`` from: itself if written in that phase, else None."""
+    return checkpoint if checkpoint is not None and checkpoint["phase"] == phase else None
+
+
+def phase_finished(checkpoint: Optional[dict], phase: str) -> bool:
+    """True when the checkpoint was written in a later phase than ``phase``."""
+    return checkpoint is not None and PHASES.index(checkpoint["phase"]) > PHASES.index(phase)
 
 
 @dataclass
@@ -90,7 +107,10 @@ def _mean_over_ranks(record: EpochRecord, env: PhaseEnvironment) -> EpochRecord:
     return record
 
 
-def _save(env: PhaseEnvironment, phase: str, epoch: int, teacher: nn.Module, student: Optional[nn.Module], optimizer, global_step: int) -> None:
+def _save(
+    env: PhaseEnvironment, phase: str, epoch: int, teacher: nn.Module, student: Optional[nn.Module], optimizer, global_step: int,
+    extra: Optional[dict] = None,
+) -> None:
     rng = gather_objects(rng_state(), env.dist)  # collective: every rank takes part
     if env.write_checkpoint is None:
         return
@@ -108,6 +128,7 @@ def _save(env: PhaseEnvironment, phase: str, epoch: int, teacher: nn.Module, stu
             "history": env.history,
             "settings": env.settings_record,
             "wall_time_s": env.wall_time_s(),
+            **(extra or {}),
         }
     )
 
@@ -153,12 +174,25 @@ def train_student(
     objective: VariationalStudentObjective,
     env: PhaseEnvironment,
     checkpoint: Optional[dict],
+    *,
+    phase: str = "student",
+    epochs: Optional[int] = None,
+    mask_keeper: Optional[MaskKeeper] = None,
+    checkpoint_extra: Optional[dict] = None,
 ) -> None:
-    """Train the variational student with the VS objective for ``epochs`` (resuming if asked)."""
+    """Train the student with ``objective`` for ``epochs`` (default ``settings.epochs``), resuming if asked.
+
+    ``phase`` is "student" for the variational phase, "warmstart" / "finetune" for the KD phases of
+    the three-phase recipe (their objective has no KL); ``mask_keeper`` keeps pruned weights at
+    zero through every optimizer step; ``checkpoint_extra`` is saved with every checkpoint.
+    """
     settings = env.settings
+    epochs = settings.epochs if epochs is None else epochs
     steps_per_epoch = len(env.train_loader)
     warmup = KLWarmup.from_epochs(settings.kl_warmup_epochs, steps_per_epoch, settings.kl_hold_epochs)
     optimizer = adam(student.parameters(), lr=settings.lr)
+    if mask_keeper is not None:
+        mask_keeper.attach(optimizer)
     start = 0
     if checkpoint is not None:
         student.load_state_dict(checkpoint["student"])
@@ -171,22 +205,25 @@ def train_student(
             with_features=objective.config.lp_gamma > 0, autocast=env.autocast,
         )
     step = StudentStep(_ddp(student, env), teacher if uses_teacher else None, objective, warmup, env.device, env.autocast)
-    lines = EpochLines(settings.epochs)
+    lines = EpochLines(epochs)
     try:
-        for epoch in range(start, settings.epochs):
+        for epoch in range(start, epochs):
             with compile_mode_set_to("auto" if settings.compile_kl else "off"):
                 record = train_one_epoch(
                     student, optimizer, batches, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
-                    phase="student", progress=settings.progress and env.dist.is_main, total_epochs=settings.epochs,
+                    phase=phase, progress=settings.progress and env.dist.is_main, total_epochs=epochs,
                 )
             record = _mean_over_ranks(record, env)
-            if evaluate_after(epoch, settings.epochs, settings.eval_every):
+            if evaluate_after(epoch, epochs, settings.eval_every):
                 record.extra["test_accuracy"] = distributed_accuracy(student, env)
                 record.extra["sparsity"] = model_footprint(student).sparsity
-            record.extra["beta"] = warmup.beta((epoch + 1) * steps_per_epoch - 1)
-            env.history["student"].append(record.to_dict())
+            if phase == "student":
+                record.extra["beta"] = warmup.beta((epoch + 1) * steps_per_epoch - 1)
+            env.history.setdefault(phase, []).append(record.to_dict())
             if lines.due(record.epoch):
-                env.log(_epoch_line("student", record, settings.epochs))
-            _save(env, "student", epoch + 1, teacher, student, optimizer, (epoch + 1) * steps_per_epoch)
+                env.log(_epoch_line(phase, record, epochs))
+            _save(env, phase, epoch + 1, teacher, student, optimizer, (epoch + 1) * steps_per_epoch, checkpoint_extra)
     finally:
         step.close()
+        if mask_keeper is not None:
+            mask_keeper.detach()

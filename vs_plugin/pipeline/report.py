@@ -9,6 +9,7 @@ import torch
 
 from .._version import __version__
 from ..metrics.footprint import ModelFootprint
+from ..metrics.health import health_warnings
 
 REPORT_FORMAT = "vs-plugin-report/1"
 MEASUREMENT_NOTES = {
@@ -80,7 +81,8 @@ def build_report(
     )
     return {
         "format": REPORT_FORMAT,
-        "warnings": collapse_warnings(student, dataset.get("train_samples")),
+        "warnings": collapse_warnings(student, dataset.get("train_samples"))
+        + health_warnings(student_accuracy, dataset.get("num_classes"), student.nnz, dataset.get("train_samples")),
         "vs_plugin_version": __version__,
         "dataset": dataset,
         "teacher": teacher_section,

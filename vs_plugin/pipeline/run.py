@@ -8,6 +8,7 @@ is written when, and :mod:`vs_plugin.pipeline.phases` for the training itself.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -24,9 +25,12 @@ from ..losses.objective import VariationalStudentObjective
 from ..metrics.footprint import model_footprint
 from ..models.registry import InputSpec
 from ..training.distributed import DistributedContext, barrier, broadcast_object, init_distributed, process_device
-from ..variationalize import finalize, set_threshold, variationalize
+from ..pruning import apply_keep_masks, global_keep_masks, log_alpha_scores
+from ..variationalize import finalize, masks as keep_masks, set_threshold, variationalize
 from .outputs import CHECKPOINT as CHECKPOINT_FILE, RunDirectory
-from .phases import CHECKPOINT_FORMAT, PhaseEnvironment, distributed_accuracy, train_student, train_teacher
+from .phases import (
+    CHECKPOINT_FORMAT, PhaseEnvironment, distributed_accuracy, phase_finished, phase_reached, train_student, train_teacher,
+)
 from .report import build_report
 from .settings import CompressSettings
 from .validation import check_labels, check_models_fit_data, first_batch, infer_num_classes, resolve_device
@@ -134,12 +138,14 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
     teacher = job.teacher.to(device)
     student_template = None if job.student is None else job.student.to(device)
     check_models_fit_data(teacher, student_template, first_batch(train_loader), num_classes, device)
-    variational_config = settings.variational_config(student_from_teacher=job.student is None)
+    warm_started = job.student is not None and settings.phase_epochs(warm_start=True)[0] > 0
+    variational_config = settings.variational_config(student_from_teacher=job.student is None or warm_started)
     objective_config = settings.objective_config()
     settings_record = {**job.rerun, **settings.to_dict()}
     run_dir, checkpoint = _prepare_output(job, settings_record, dist)
     if checkpoint is not None:
-        total = settings.teacher_epochs if checkpoint["phase"] == "teacher" else settings.epochs
+        student_phases = dict(zip(("warmstart", "student", "finetune"), settings.phase_epochs(warm_start=job.student is not None)))
+        total = settings.teacher_epochs if checkpoint["phase"] == "teacher" else student_phases[checkpoint["phase"]]
         where = "" if run_dir is None else f" ({run_dir.file(CHECKPOINT_FILE)})"  # run_dir: rank 0 only
         log(f"resuming from {checkpoint['phase']} epoch {checkpoint['epoch']} of {total}{where}")
 
@@ -213,9 +219,8 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
     settings = env.settings
     if checkpoint is not None:
         teacher.load_state_dict(checkpoint["teacher"])
-    teacher_done = checkpoint is not None and checkpoint["phase"] == "student"
-    if job.train_teacher and not teacher_done and settings.teacher_epochs > 0:
-        train_teacher(teacher, env, checkpoint if checkpoint is not None and checkpoint["phase"] == "teacher" else None)
+    if job.train_teacher and settings.teacher_epochs > 0 and not phase_finished(checkpoint, "teacher"):
+        train_teacher(teacher, env, phase_reached(checkpoint, "teacher"))
     teacher.eval()
     teacher_accuracy = distributed_accuracy(teacher, env)
     warn_teacher_at_chance(teacher_accuracy, num_classes)
@@ -223,16 +228,7 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
 
     student = copy.deepcopy(teacher) if job.student is None else job.student.to(env.device)
     dense_student_footprint = model_footprint(student)
-    variationalize(student, variational_config)
-    student.to(env.device)
-    objective = VariationalStudentObjective(
-        student, teacher if objective_config.uses_teacher or objective_config.bsr_weight > 0 else None,
-        objective_config, num_train_samples=num_train,
-    ).to(env.device)
-    train_student(student, teacher, objective, env, checkpoint if teacher_done else None)
-
-    sweep = threshold_sweep(student, settings.threshold_sweep, settings.threshold, env)
-    finalize(student)
+    student, sweep = _train_student_phases(job, env, student, teacher, num_train, variational_config, objective_config, checkpoint)
     student.eval()
     student_accuracy = distributed_accuracy(student, env)
     report = build_report(
@@ -244,7 +240,7 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
         names={
             "teacher": job.names.get("teacher"),
             "student": job.names.get("student") or (job.names.get("teacher") if job.student is None else None),
-            "student_init": "teacher weights" if job.student is None else "random (from scratch)",
+            "student_init": _student_init(job, settings),
         },
         dataset={
             "name": job.names.get("dataset"),
@@ -262,7 +258,68 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
     )
     if sweep:
         report["student"]["threshold_sweep"] = sweep
+    if env.history.get("phases"):
+        report["phases"] = env.history["phases"]
     return student, report
+
+
+def _train_student_phases(job, env: PhaseEnvironment, student, teacher, num_train, variational_config, objective_config, checkpoint):
+    """Warm start (three-phase recipe), variational phase, pruning, fine-tune; returns (plain student, sweep).
+
+    Each phase resumes from a checkpoint written in it and is skipped when the checkpoint is from
+    a later one. ``history["phases"]`` records accuracy and sparsity after each phase.
+    """
+    settings = env.settings
+    warm, variational_epochs, finetune = settings.phase_epochs(warm_start=job.student is not None)
+    phases = env.history.setdefault("phases", {})
+    kd_config = dataclasses.replace(objective_config, kl_weight=0.0, bsr_weight=0.0)
+    uses_teacher = objective_config.uses_teacher or objective_config.bsr_weight > 0
+    if warm and not phase_finished(checkpoint, "warmstart"):
+        objective = VariationalStudentObjective(student, teacher if kd_config.uses_teacher else None, kd_config, num_train_samples=num_train)
+        train_student(student, teacher, objective, env, phase_reached(checkpoint, "warmstart"), phase="warmstart", epochs=warm)
+        phases["warmstart"] = _phase_point(student, env)
+    variationalize(student, variational_config)
+    student.to(env.device)
+    if phase_finished(checkpoint, "student"):  # resuming the fine-tune: the pruned student is in the checkpoint
+        masks = checkpoint["keep_masks"]
+        keeper = apply_keep_masks(student, masks)
+        sweep = phases.get("threshold_sweep", [])
+    else:
+        objective = VariationalStudentObjective(student, teacher if uses_teacher else None, objective_config, num_train_samples=num_train).to(env.device)
+        train_student(student, teacher, objective, env, phase_reached(checkpoint, "student"), epochs=variational_epochs)
+        sweep = threshold_sweep(student, settings.threshold_sweep, settings.threshold, env)
+        phases["threshold_sweep"] = sweep
+        phases["variational"] = _phase_point(student, env)
+        if settings.target_sparsity is None and not finetune:
+            return finalize(student), sweep  # the log alpha threshold decides, as it always did
+        if settings.target_sparsity is not None:
+            masks = global_keep_masks(log_alpha_scores(student), settings.target_sparsity, settings.layer_floor)
+        else:
+            masks = keep_masks(student)
+        keeper = apply_keep_masks(student, masks)
+        phases["pruned"] = _phase_point(student, env)
+    if finetune:
+        objective = VariationalStudentObjective(student, teacher if kd_config.uses_teacher else None, kd_config, num_train_samples=num_train)
+        masks = {name: mask.cpu() for name, mask in masks.items()}
+        train_student(
+            student, teacher, objective, env, phase_reached(checkpoint, "finetune"), phase="finetune", epochs=finetune,
+            mask_keeper=keeper, checkpoint_extra={"keep_masks": masks},
+        )
+        phases["finetune"] = _phase_point(student, env)
+    return student, sweep
+
+
+def _student_init(job: CompressionJob, settings: CompressSettings) -> str:
+    if job.student is None:
+        return "teacher weights"
+    warm = settings.phase_epochs(warm_start=True)[0]
+    return f"random, then {warm} epochs of dense KD (warm start)" if warm else "random (from scratch)"
+
+
+def _phase_point(model: nn.Module, env: PhaseEnvironment) -> dict:
+    """Accuracy, sparsity and non-zero weights of ``model`` as it stands after a phase."""
+    footprint = model_footprint(model)
+    return {"accuracy": distributed_accuracy(model, env), "sparsity": footprint.sparsity, "nnz": footprint.nnz}
 
 
 def threshold_sweep(student: nn.Module, thresholds, threshold: float, env: PhaseEnvironment) -> list[dict]:

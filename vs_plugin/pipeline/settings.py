@@ -16,8 +16,13 @@ from ..losses.objective import ObjectiveConfig
 from ..variationalize import INIT_LOG_SIGMA2_PRETRAINED, INIT_LOG_SIGMA2_SCRATCH, VariationalConfig
 
 DEVICES = ("auto", "cpu", "cuda")
-TUPLE_FIELDS = ("layer_types", "include", "exclude", "threshold_sweep")
+TUPLE_FIELDS = ("layer_types", "include", "exclude", "threshold_sweep", "phase_split")
 AMP_MODES = ("off", "bf16")
+#: "variational": one variational phase, pruned by the log alpha threshold (or the target).
+#: "three-phase": dense KD warm start -> variational phase -> prune -> masked KD fine-tune.
+RECIPES = ("variational", "three-phase")
+#: Settings that may be None (unset) as well as a number.
+OPTIONAL_NUMBERS = ("init_log_sigma2", "target_sparsity")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,13 @@ class CompressSettings:
     after ``kl_hold_epochs`` epochs at 0. Measurement: ``threshold_sweep`` lists other log alpha
     thresholds at which the trained student's accuracy and sparsity are also reported (one
     training, a whole accuracy-sparsity curve).
+
+    Recipe: ``recipe="three-phase"`` splits ``epochs`` by ``phase_split`` (warm start, variational
+    phase, fine-tune; the warm start is skipped, its epochs given to the variational phase, when
+    the student is a copy of the trained teacher); ``target_sparsity`` prunes by one global log
+    alpha ranking to exactly that fraction of the variational layers' units, each layer keeping
+    at least ``layer_floor`` of its uniform share ``(1 - target) * units`` (at least one); ``kl_min_samples`` tempers the KL on small data (see
+    :class:`ObjectiveConfig`).
     """
 
     # training
@@ -82,6 +94,12 @@ class CompressSettings:
     lp_student_layer: Optional[str] = None
     lp_teacher_layer: Optional[str] = None
     compile_kl: bool = True
+    kl_min_samples: int = 1000
+    # recipe
+    recipe: str = "variational"
+    phase_split: tuple[float, ...] = (0.25, 0.5, 0.25)
+    target_sparsity: Optional[float] = None
+    layer_floor: float = 0.2
     # measurement
     threshold_sweep: tuple[float, ...] = ()
 
@@ -107,6 +125,18 @@ class CompressSettings:
                 raise ConfigError(f"threshold_sweep values must lie in (-{self.log_alpha_clip}, {self.log_alpha_clip}], got {value}")
         if self.kl_warmup_epochs < 0 or self.kl_hold_epochs < 0:
             raise ConfigError("kl_warmup_epochs and kl_hold_epochs must be >= 0")
+        if self.recipe not in RECIPES:
+            raise ConfigError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        if len(self.phase_split) != 3 or any(f < 0 for f in self.phase_split) or self.phase_split[1] <= 0:
+            raise ConfigError(
+                f"phase_split must be three fractions >= 0 (warm start, variational, fine-tune) with a variational "
+                f"share > 0, got {list(self.phase_split)}"
+            )
+        if self.target_sparsity is not None and not 0 <= self.target_sparsity < 1:
+            raise ConfigError(f"target_sparsity must lie in [0, 1), got {self.target_sparsity}")
+        if not 0 <= self.layer_floor < 1:
+            raise ConfigError(f"layer_floor must lie in [0, 1), got {self.layer_floor}")
+        self.phase_epochs(warm_start=True)
         # Build the nested configs once so that their own checks run now.
         self.variational_config(student_from_teacher=False)
         self.objective_config()
@@ -126,6 +156,22 @@ class CompressSettings:
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def phase_epochs(self, warm_start: bool) -> tuple[int, int, int]:
+        """Epochs of (warm start, variational phase, fine-tune); ``warm_start=False`` gives the
+        warm start's share to the variational phase. The one-phase recipe is (0, epochs, 0)."""
+        if self.recipe == "variational":
+            return 0, self.epochs, 0
+        total = sum(self.phase_split)
+        warm = round(self.epochs * self.phase_split[0] / total) if warm_start else 0
+        finetune = round(self.epochs * self.phase_split[2] / total)
+        variational = self.epochs - warm - finetune
+        if variational < 1:
+            raise ConfigError(
+                f"epochs={self.epochs} split by phase_split={list(self.phase_split)} leaves no variational epoch; "
+                "give more epochs or a larger variational share"
+            )
+        return warm, variational, finetune
 
     def variational_config(self, student_from_teacher: bool) -> VariationalConfig:
         init = self.init_log_sigma2
@@ -159,6 +205,7 @@ class CompressSettings:
             lp_student_layer=self.lp_student_layer,
             lp_teacher_layer=self.lp_teacher_layer,
             compile_kl=self.compile_kl,
+            kl_min_samples=self.kl_min_samples,
         )
 
 
@@ -170,16 +217,16 @@ def _check_types(settings: CompressSettings) -> None:
     for field in fields(settings):
         value = getattr(settings, field.name)
         default = field.default
-        if value is None and (default is None or field.name == "init_log_sigma2"):
+        if value is None and (default is None or field.name in OPTIONAL_NUMBERS):
             continue
         if field.name in ("layer_types", "include", "exclude"):
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{field.name} must be a list of strings, got {value!r}")
             object.__setattr__(settings, field.name, tuple(value))
             continue
-        if field.name == "threshold_sweep":
+        if field.name in ("threshold_sweep", "phase_split"):
             if isinstance(value, (str, bytes)) or not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in value):
-                raise ConfigError(f"threshold_sweep must be a list of numbers, got {value!r}")
+                raise ConfigError(f"{field.name} must be a list of numbers, got {value!r}")
             object.__setattr__(settings, field.name, tuple(float(v) for v in value))
             continue
         if field.name == "lp_sigma2":
@@ -190,7 +237,7 @@ def _check_types(settings: CompressSettings) -> None:
             ok = isinstance(value, bool)
         elif isinstance(default, int):
             ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float) or field.name == "init_log_sigma2":
+        elif isinstance(default, float) or field.name in OPTIONAL_NUMBERS:
             ok = isinstance(value, _NUMBER) and not isinstance(value, bool)
         else:
             ok = isinstance(value, str)
