@@ -34,15 +34,15 @@ import torch
 import torch.nn as nn
 
 from vs_plugin.data.loaders import dataset_size, make_loader, subset_fraction
-from vs_plugin.data.registry import load_dataset
 from vs_plugin.errors import ConfigError
 from vs_plugin.io import atomic_torch_save, atomic_write_json
 from vs_plugin.layers.channel import ChannelGateLayer
 from vs_plugin.losses.kl import KLWarmup
 from vs_plugin.metrics.accuracy import evaluate_accuracy
 from vs_plugin.metrics.footprint import model_footprint
-from vs_plugin.models.registry import InputSpec, build_model
-from vs_plugin.models.weights import load_weights
+from vs_plugin.models.registry import InputSpec
+from vs_plugin.models.teacher import TeacherSource
+from vs_plugin.pipeline.inputs import build_named_inputs, dataset_section
 from vs_plugin.pipeline.report import build_report
 from vs_plugin.pipeline.settings import CompressSettings
 from vs_plugin.pipeline.validation import resolve_device
@@ -239,6 +239,8 @@ def structured_from_modules(
     out_dir: Optional[Union[str, Path]] = None,
     overwrite: bool = False,
     log: Optional[Callable[[str], None]] = None,
+    dataset_info: Optional[Mapping[str, Any]] = None,
+    teacher_info: Optional[Mapping[str, Any]] = None,
 ) -> tuple[nn.Module, dict]:
     """The structured Variational Student from a trained teacher; returns (pruned student, report).
 
@@ -255,6 +257,8 @@ def structured_from_modules(
         teacher_history / save_teacher: the teacher's training records; write ``teacher.pt``.
         out_dir / overwrite: output folder (None writes nothing).
         log: sink for per-epoch lines.
+        dataset_info / teacher_info: more facts for the report's ``dataset`` section (the image
+            pipeline) and ``teacher.weights_from`` (where the teacher's weights came from).
     """
     started = time.perf_counter()
     log = log or (lambda message: None)
@@ -288,10 +292,12 @@ def structured_from_modules(
         names={"teacher": names.get("teacher"), "student": student_name,
                "student_init": "teacher weights" if from_teacher else "random (from scratch)"},
         dataset={"name": names.get("dataset"), "train_samples": num_train, "test_samples": dataset_size(test),
-                 "num_classes": spec.num_classes, "test_split": test_split, "input_shape": list(input_shape)},
+                 "num_classes": spec.num_classes, "test_split": test_split, "input_shape": list(input_shape), **dict(dataset_info or {})},
         config={**dict(rerun or {}), **settings.to_dict(), "structured": structured.to_dict()},
         history=history, wall_time_s=0.0, device=device,
     )
+    if teacher_info:
+        report["teacher"]["weights_from"] = dict(teacher_info)
     report["structured"] = structured_section(teacher, student, dense_size, input_shape, structured, extra)
     report["wall_time_s"] = time.perf_counter() - started
     if output.path is not None:
@@ -321,6 +327,8 @@ def run_structured(
     settings: CompressSettings,
     structured: StructuredSettings,
     teacher_checkpoint: Optional[Union[str, Path]] = None,
+    pretrained: bool = False,
+    reset_head: bool = False,
     data_dir: Optional[Union[str, Path]] = None,
     download: bool = True,
     image_size: Optional[int] = None,
@@ -328,32 +336,29 @@ def run_structured(
     overwrite: bool = False,
     log: Optional[Callable[[str], None]] = None,
 ) -> tuple[nn.Module, dict]:
-    """What ``vs-plugin compress --structured`` does: models and data by name, then
-    :func:`structured_from_modules`. Without ``teacher_checkpoint`` the teacher is trained first."""
+    """What ``vs-plugin compress --structured`` does: models and data by name (as
+    :func:`vs_plugin.pipeline.inputs.build_named_inputs` builds them), then
+    :func:`structured_from_modules`. Without teacher weights (or after ``reset_head``) the
+    teacher is trained first."""
     log = log or (lambda message: None)
     check_single_process(settings)
     seed_everything(settings.seed)
     OutputFolder(out_dir, overwrite)  # fail before any training
-    bundle = load_dataset(dataset, Path(data_dir) if data_dir else None, download=download, image_size=image_size)
-    teacher_model = build_model(teacher, bundle.spec)
-    student_model = None if student in (None, "same") else build_model(student, bundle.spec)
+    inputs = build_named_inputs(
+        teacher, student, dataset, settings=settings, source=TeacherSource(teacher_checkpoint, pretrained, reset_head),
+        data_dir=data_dir, download=download, image_size=image_size,
+    )
+    bundle = inputs.bundle
     teacher_history: list = []
-    if teacher_checkpoint is not None:
-        load_weights(teacher_model, teacher_checkpoint)
-    else:
+    if inputs.train_teacher:
         device = resolve_device(settings.device)
         train_loader, test_loader, _ = loaders(bundle.train, bundle.test, settings)
-        teacher_history = train_teacher(teacher_model, train_loader, test_loader, settings, device, log)
-    rerun = {
-        "teacher": teacher, "student": student or "same", "dataset": dataset,
-        "teacher_checkpoint": None if teacher_checkpoint is None else str(teacher_checkpoint),
-        "data_dir": None if data_dir is None else str(data_dir), "image_size": image_size,
-    }
+        teacher_history = train_teacher(inputs.teacher, train_loader, test_loader, settings, device, log)
     return structured_from_modules(
-        teacher_model, bundle.train, bundle.test, bundle.spec, settings=settings, structured=structured, student=student_model,
+        inputs.teacher, bundle.train, bundle.test, bundle.spec, settings=settings, structured=structured, student=inputs.student,
         names={"teacher": teacher, "student": None if student in (None, "same") else student, "dataset": bundle.name},
-        rerun=rerun, test_split=bundle.test_split, teacher_history=teacher_history, save_teacher=teacher_checkpoint is None,
-        out_dir=out_dir, overwrite=overwrite, log=log,
+        rerun=inputs.rerun, test_split=bundle.test_split, teacher_history=teacher_history, save_teacher=inputs.train_teacher,
+        out_dir=out_dir, overwrite=overwrite, log=log, dataset_info=dataset_section(bundle), teacher_info=inputs.teacher_info,
     )
 
 

@@ -25,13 +25,13 @@ from ..models.registry import InputSpec
 from ..training.distributed import DistributedContext, barrier, broadcast_object, init_distributed, process_device
 from ..variationalize import finalize, set_threshold, variationalize
 from .outputs import RunDirectory
-from .phases import CHECKPOINT_FORMAT, PhaseEnvironment, distributed_accuracy, train_student, train_teacher
+from .phases import CHECKPOINT_FORMAT, PhaseEnvironment, distributed_accuracy, to_device, train_student, train_teacher
 from .report import build_report
 from .settings import CompressSettings
 from .validation import check_labels, check_models_fit_data, first_batch, infer_num_classes, resolve_device
 
 #: Settings that may differ when resuming (more epochs, another device, a quiet terminal).
-RESUMABLE_CHANGES = ("epochs", "device", "progress", "num_workers", "cache_teacher", "compile_kl", "threshold_sweep")
+RESUMABLE_CHANGES = ("epochs", "device", "progress", "num_workers", "cache_teacher", "compile_kl", "threshold_sweep", "channels_last")
 
 
 @dataclass
@@ -52,6 +52,8 @@ class CompressionJob:
     resume: bool = False
     overwrite: bool = False
     log: Optional[Callable[[str], None]] = None
+    dataset_info: dict = field(default_factory=dict)  # merged into report.json "dataset" (image pipeline)
+    teacher_info: dict = field(default_factory=dict)  # report.json "teacher.weights_from": where they came from
 
 
 def _check_resumable(checkpoint: dict, current: dict, world_size: int) -> None:
@@ -110,16 +112,19 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
             raise ConfigError("train_fraction < 1 needs the training data as a Dataset, not a DataLoader")
         train_data = subset_fraction(train_data, settings.train_fraction, settings.seed)
     per_rank_batch = settings.batch_size // dist.world_size
-    loader_options = dict(shuffle=True, seed=settings.seed, num_workers=settings.num_workers, rank=dist.rank, world_size=dist.world_size)
+    pin = device.type == "cuda"  # pinned host memory for asynchronous copies to the GPU
+    loader_options = dict(shuffle=True, seed=settings.seed, num_workers=settings.num_workers, rank=dist.rank, world_size=dist.world_size, pin_memory=pin)
     train_loader = make_loader(train_data, per_rank_batch, **loader_options)
     teacher_loader = train_loader if train_data is job.train else make_loader(job.train, per_rank_batch, **loader_options)
-    test_loader = make_loader(job.test, max(per_rank_batch, 256), shuffle=False, seed=settings.seed, num_workers=settings.num_workers, rank=dist.rank, world_size=dist.world_size, pad=False)
+    test_loader = make_loader(job.test, max(per_rank_batch, 256), shuffle=False, seed=settings.seed, num_workers=settings.num_workers, rank=dist.rank, world_size=dist.world_size, pad=False, pin_memory=pin)
+    if settings.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("--amp fp16 needs a CUDA device (fp16 autocast with a gradient scaler); use --amp bf16 on the CPU")
     num_train = dataset_size(train_data)
     train_labels = dataset_labels(train_data if isinstance(train_data, torch.utils.data.Dataset) else train_data.dataset)
     num_classes = job.spec.num_classes if job.spec is not None else infer_num_classes(train_labels)
     check_labels(train_labels, num_classes, "training")
-    teacher = job.teacher.to(device)
-    student_template = None if job.student is None else job.student.to(device)
+    teacher = to_device(job.teacher, device, settings.channels_last)
+    student_template = None if job.student is None else to_device(job.student, device, settings.channels_last)
     check_models_fit_data(teacher, student_template, first_batch(train_loader), num_classes, device)
     variational_config = settings.variational_config(student_from_teacher=job.student is None)
     objective_config = settings.objective_config()
@@ -171,7 +176,7 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
     teacher_accuracy = distributed_accuracy(teacher, env)
     teacher_footprint = model_footprint(teacher)
 
-    student = copy.deepcopy(teacher) if job.student is None else job.student.to(env.device)
+    student = copy.deepcopy(teacher) if job.student is None else to_device(job.student, env.device, settings.channels_last)
     dense_student_footprint = model_footprint(student)
     variationalize(student, variational_config)
     student.to(env.device)
@@ -203,6 +208,7 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
             "num_classes": num_classes,
             "test_split": job.test_split,
             "input_shape": None if job.spec is None else [job.spec.channels, job.spec.height, job.spec.width],
+            **job.dataset_info,
         },
         config=env.settings_record,
         history=env.history,
@@ -212,6 +218,9 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
     )
     if sweep:
         report["student"]["threshold_sweep"] = sweep
+    if job.teacher_info:
+        report["teacher"]["weights_from"] = job.teacher_info
+    report["student"]["teacher_outputs"] = env.notes.get("teacher_outputs")
     return student, report
 
 
