@@ -9,11 +9,11 @@ from typing import Optional, Sequence
 from .._version import __version__
 from ..errors import VSPluginError
 from ..training.distributed import shutdown
-from . import compare, compress, experiment, listing, tune
+from . import compare, compress, experiment, export, listing, tune
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-SUBCOMMANDS = (compress, listing, compare, tune, experiment)
+SUBCOMMANDS = (compress, listing, compare, tune, experiment, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

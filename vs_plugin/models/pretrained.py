@@ -4,15 +4,16 @@ Weights already in the local cache (Hugging Face hub cache for timm, ``torch.hub
 folder for timm URL weights and torchvision) are loaded from there with no network access:
 timm through its local-file override (``pretrained_cfg_overlay=dict(file=...)``), torchvision
 through ``torch.hub``, which reads its cache first. Otherwise the hub must be reachable: a
-``HF_HUB_OFFLINE``/``TORCH_HUB_OFFLINE``-style switch or a failed 2-second connection test gives a
+``HF_HUB_OFFLINE``/``TORCH_HUB_OFFLINE``-style switch or a failed 2-second HTTPS request gives a
 one-line error at once, where timm's downloader would retry for about 47 s before failing.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Optional
 
@@ -37,17 +38,22 @@ def _truthy(value: Optional[str]) -> bool:
 
 
 def reachable(host: str, port: int = 443, timeout: float = CONNECT_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds (name lookup included).
+    """Whether ``https://host:port/`` answers an HTTP HEAD request within ``timeout`` seconds.
 
-    The lookup runs in a daemon thread, so a resolver that hangs cannot hold the caller longer.
+    An answer of any status counts (the server is there); a failed lookup, a refused or silent
+    connection, or a proxy that does not get through does not. The request runs in a daemon
+    thread, so a resolver that hangs cannot hold the caller longer than ``timeout``.
     """
     outcome: list[bool] = []
 
     def attempt() -> None:
+        request = urllib.request.Request(f"https://{host}:{port}/", method="HEAD")
         try:
-            with socket.create_connection((host, port), timeout=timeout):
+            with urllib.request.urlopen(request, timeout=timeout):
                 outcome.append(True)
-        except OSError:
+        except urllib.error.HTTPError:
+            outcome.append(True)
+        except (OSError, ValueError):
             outcome.append(False)
 
     worker = threading.Thread(target=attempt, daemon=True)
@@ -103,26 +109,65 @@ def _no_weights(name: str, cache: str, reason: str) -> ModelError:
     return ModelError(f"--pretrained: no weights for {name} in the local cache ({cache}) and {reason}; {CHECKPOINT_HINT}")
 
 
-def timm_pretrained(arch: str, spec: InputSpec) -> tuple[nn.Module, dict]:
-    """timm ``arch`` with its pretrained weights and its own class count; (model, report facts)."""
+def _timm_config(arch: str) -> dict:
     import timm
 
     if not timm.is_model(arch):
-        create_timm_model(arch, spec)  # raises the registry's unknown-name error
+        raise ModelError(f"unknown timm model {arch!r} (see timm.list_models(pretrained=True))")
     config = timm.models.get_pretrained_cfg(arch)
     config = config.to_dict() if config is not None else {}
     if not (config.get("hf_hub_id") or config.get("url") or config.get("file")):
         raise ModelError(f"--pretrained: timm has no pretrained weights for {arch} (see timm.list_models(pretrained=True))")
-    classes = config.get("num_classes") or spec.num_classes
+    return config
+
+
+def _timm_local_file(arch: str, config: dict) -> Optional[str]:
+    """The cached weight file, or None when the hub is reachable; raises when neither."""
     local = cached_timm_file(config)
+    if local is None:
+        reason = offline_reason(HF_HOST if config.get("hf_hub_id") else TORCH_HOST)
+        if reason is not None:
+            raise _no_weights(f"timm:{arch}", f"{hf_cache_dir()} or {torch_hub_checkpoints()}", reason)
+    return local
+
+
+def check_pretrained_available(name: str) -> None:
+    """Raise the one-line error now (before any data is read) when ``--pretrained`` cannot get
+    the weights of ``name``: not cached and the hub unreachable."""
+    family, _, argument = name.partition(":")
+    if family == "timm":
+        _timm_local_file(argument, _timm_config(argument))
+    elif family == "torchvision":
+        _torchvision_weights(argument)
+
+
+def timm_pretrained(arch: str, spec: InputSpec) -> tuple[nn.Module, dict]:
+    """timm ``arch`` with its pretrained weights and its own class count; (model, report facts)."""
+    config = _timm_config(arch)
+    classes = config.get("num_classes") or spec.num_classes
+    local = _timm_local_file(arch, config)
     facts = {"pretrained": config.get("hf_hub_id") or config.get("url"), "num_classes_pretrained": classes}
-    if local is not None:
+    if local is not None:  # timm's own loader, told to read the local file
         model = create_timm_model(arch, spec, num_classes=classes, pretrained=True, pretrained_cfg_overlay=dict(file=local))
         return model, {**facts, "file": local}
-    reason = offline_reason(HF_HOST if config.get("hf_hub_id") else TORCH_HOST)
-    if reason is not None:
-        raise _no_weights(f"timm:{arch}", f"{hf_cache_dir()} or {torch_hub_checkpoints()}", reason)
     return create_timm_model(arch, spec, num_classes=classes, pretrained=True), facts
+
+
+def _torchvision_weights(name: str):
+    """torchvision's DEFAULT weights enum of ``name`` and their cache path; raises when not
+    cached and download.pytorch.org is unreachable."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        raise ModelError(f"--pretrained: torchvision has no weights for {name!r} (see torchvision.models.list_models())") from None
+    cached = torch_hub_checkpoints() / os.path.basename(weights.url)
+    if not cached.is_file():
+        reason = offline_reason(TORCH_HOST)
+        if reason is not None:
+            raise _no_weights(f"torchvision:{name}", str(torch_hub_checkpoints()), reason)
+    return weights, cached
 
 
 def torchvision_pretrained(name: str, spec: InputSpec) -> tuple[nn.Module, dict]:
@@ -131,16 +176,8 @@ def torchvision_pretrained(name: str, spec: InputSpec) -> tuple[nn.Module, dict]
 
     from .registry import _replace_first_conv
 
-    try:
-        weights = torchvision.models.get_model_weights(name).DEFAULT
-    except (ValueError, KeyError, AttributeError):
-        raise ModelError(f"--pretrained: torchvision has no weights for {name!r} (see torchvision.models.list_models())") from None
+    weights, cached = _torchvision_weights(name)
     classes = len(weights.meta.get("categories") or []) or spec.num_classes
-    cached = torch_hub_checkpoints() / os.path.basename(weights.url)
-    if not cached.is_file():
-        reason = offline_reason(TORCH_HOST)
-        if reason is not None:
-            raise _no_weights(f"torchvision:{name}", str(torch_hub_checkpoints()), reason)
     model = torchvision.models.get_model(name, weights=weights)
     _replace_first_conv(model, spec.channels)
     return model, {"pretrained": f"torchvision {weights}", "num_classes_pretrained": classes, "file": str(cached)}

@@ -17,6 +17,7 @@ import torch.nn as nn
 from ..data.bundle import DataBundle
 from ..data.registry import load_dataset
 from ..data.transforms import build_pipeline
+from ..models.pretrained import check_pretrained_available
 from ..models.registry import build_model
 from ..models.teacher import TeacherSource, load_teacher, teacher_pretrained_cfg
 from .settings import CompressSettings
@@ -59,6 +60,8 @@ def build_named_inputs(
     image_size: Optional[int] = None,
 ) -> NamedInputs:
     """Resolve the image pipeline from the teacher, load the data, build both models."""
+    if source.pretrained:
+        check_pretrained_available(teacher)  # offline: fail in seconds, before reading any data
     pretrained_cfg = teacher_pretrained_cfg(teacher, source)
     pipeline = None
     if is_image_folder(dataset) or (image_size is not None and pretrained_cfg is not None):
