@@ -1,9 +1,9 @@
 """The worked example of docs/image-folder.md: an image folder and a timm teacher in timm's own
 checkpoint format, made here without a download.
 
-    python examples/timm_image_folder.py make-folder --out data/digits64 --size 64
-    python examples/timm_image_folder.py train-teacher --folder data/digits64 --model resnet10t \
-        --image-size 64 --epochs 6 --out runs/teacher
+    python examples/timm_image_folder.py make-folder --out data/digits32 --size 32
+    python examples/timm_image_folder.py train-teacher --folder data/digits32 --model resnet10t \
+        --image-size 32 --epochs 5 --out runs/teacher
 
 ``make-folder`` writes scikit-learn's handwritten digits (the same fixed stratified 80/20 split
 as ``--dataset digits``) as RGB PNGs in ``train/<class>/`` and ``test/<class>/``, upscaled to
@@ -62,7 +62,7 @@ def train_teacher(
     epochs: int = 6,
     batch_size: int = 64,
     lr: float = 2e-3,
-    ema_decay: float = 0.99,
+    ema_decay: float = 0.998,
     hflip: float = 0.0,
     crop_scale_min: float = 0.5,
     seed: int = 0,
@@ -83,10 +83,11 @@ def train_teacher(
     test_set = ImageFolder(str(folder / "test"), transform=create_transform(**config))
     loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=len(train_set) > batch_size)
     optimizer = create_optimizer_v2(model, opt="adamw", lr=lr, weight_decay=0.05)
-    ema = ModelEmaV3(model, decay=ema_decay)
+    ema = ModelEmaV3(model, decay=ema_decay, use_warmup=True)  # warm-up: short runs get a useful EMA
     out.mkdir(parents=True, exist_ok=True)
     args = argparse.Namespace(model=model_name, input_size=list(config["input_size"]), epochs=epochs, lr=lr)
     saver = CheckpointSaver(model, optimizer, args=args, model_ema=ema, checkpoint_dir=str(out), recovery_dir=str(out), max_history=1)
+    step = 0
     for epoch in range(epochs):
         model.train()
         for images, labels in loader:
@@ -94,7 +95,8 @@ def train_teacher(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            ema.update(model)
+            step += 1
+            ema.update(model, step=step)
         accuracy = _accuracy(ema.module, test_set)
         print(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}, EMA top-1 {100 * accuracy:.2f}%", flush=True)
         saver.save_checkpoint(epoch, metric=accuracy)

@@ -99,3 +99,23 @@ def test_report_says_how_the_teacher_outputs_were_computed(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["student"]["teacher_outputs"] == "cached once per training sample"
     assert "image_pipeline" not in report["dataset"]
+
+
+def test_gpu_code_paths_that_can_be_checked_on_the_cpu(tmp_path):
+    """fp16 needs CUDA (clear error); the loop's gradient-scaler path trains; channels_last is CUDA-only."""
+    from vs_plugin.cli.main import main
+    from vs_plugin.pipeline.phases import to_device
+    from vs_plugin.training.loop import train_one_epoch
+    from vs_plugin.training.steps import ClassifierStep
+
+    assert main(["compress", "--amp", "fp16", "--device", "cpu", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    before = model[1].weight.detach().clone()
+    batches = [(torch.randn(8, 1, 2, 2), torch.randint(0, 2, (8,)))] * 3
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    record = train_one_epoch(model, optimizer, batches, ClassifierStep(model, torch.device("cpu")), epoch=0,
+                             first_global_step=0, phase="t", progress=False, total_epochs=1, scaler=scaler)
+    assert record.terms["loss"] > 0 and not torch.equal(before, model[1].weight) and scaler.get_scale() == 1024.0
+    conv = torch.nn.Conv2d(3, 4, 3)
+    assert to_device(conv, torch.device("cpu"), channels_last=True).weight.is_contiguous()

@@ -2,7 +2,7 @@
 RGB image folder, `compress` (unstructured and --structured) and `export --format onnx`.
 
 The fast variant (default run) uses 3 digit classes at 32 px and timm's test_resnet; the slow
-one is docs/image-folder.md's example (all digits at 64 px, resnet10t).
+one is docs/image-folder.md's example (all digits at 32 px, resnet10t).
 """
 
 import importlib.util
@@ -110,4 +110,4 @@ def test_timm_teacher_on_an_image_folder_compressed_and_exported(tmp_path):
 
 @pytest.mark.slow
 def test_worked_example_of_the_docs(tmp_path):
-    run_example(tmp_path, "resnet10t", 64, per_class=None, classes=None, teacher_epochs=4, epochs=2, repeats="5")
+    run_example(tmp_path, "resnet10t", 32, per_class=None, classes=None, teacher_epochs=5, epochs=3, repeats="5")
