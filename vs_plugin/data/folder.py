@@ -12,10 +12,10 @@ from typing import Optional
 from ..errors import DataError
 from ..models.registry import InputSpec
 from .bundle import DataBundle
-from .transforms import ImagePipeline, build_pipeline
+from .transforms import DEFAULT_IMAGE_SIZE, ImagePipeline, build_pipeline
 
-#: Kept for callers of the old name: the input size when nothing else sets one.
-from .transforms import DEFAULT_IMAGE_SIZE as DEFAULT_FOLDER_IMAGE_SIZE  # noqa: E402
+#: The input size when neither ``image_size`` nor the teacher sets one (the old name).
+DEFAULT_FOLDER_IMAGE_SIZE = DEFAULT_IMAGE_SIZE
 
 
 def load_image_folder(root: Path, image_size: Optional[int], pipeline: Optional[ImagePipeline] = None) -> DataBundle:
