@@ -39,6 +39,7 @@ import torch
 import torch.nn as nn
 
 from vs_plugin import load_student
+from vs_plugin.export.shrink import shrink  # the same shrunk form vs-plugin export writes
 from vs_plugin.models import InputSpec, build_model, load_weights
 
 
@@ -57,36 +58,6 @@ class CSRLinear(nn.Module):
 
 def to_csr(model: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(*(CSRLinear(m) if isinstance(m, nn.Linear) else m for m in model))
-
-
-def shrink(model: nn.Sequential) -> nn.Sequential:
-    """Remove dead hidden units of a Flatten-Linear-ReLU-...-Linear MLP, exactly.
-
-    A unit whose incoming weights are all zero outputs relu(b) for every input: its effect on the
-    next layer, W_next[:, j] * relu(b_j), is folded into the next bias. A unit whose outgoing
-    weights are all zero has no effect. Both are removed.
-    """
-    linears = [m for m in model if isinstance(m, nn.Linear)]
-    weights = [l.weight.detach().clone() for l in linears]
-    biases = [l.bias.detach().clone() for l in linears]
-    for i in range(len(linears) - 1):
-        incoming_dead = weights[i].abs().sum(dim=1) == 0
-        outgoing_dead = weights[i + 1].abs().sum(dim=0) == 0
-        constant = torch.relu(biases[i]) * incoming_dead
-        biases[i + 1] = biases[i + 1] + weights[i + 1] @ constant
-        keep = ~(incoming_dead | outgoing_dead)
-        weights[i], biases[i] = weights[i][keep], biases[i][keep]
-        weights[i + 1] = weights[i + 1][:, keep]
-    layers: list[nn.Module] = [nn.Flatten()]
-    for i, (w, b) in enumerate(zip(weights, biases)):
-        layer = nn.Linear(w.shape[1], w.shape[0])
-        with torch.no_grad():
-            layer.weight.copy_(w)
-            layer.bias.copy_(b)
-        layers.append(layer)
-        if i < len(weights) - 1:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
 
 
 def load_variants(run: Path, teacher_checkpoint: Path | None) -> dict[str, nn.Module]:

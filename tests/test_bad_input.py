@@ -65,7 +65,9 @@ def test_teacher_checkpoint_of_another_class_count(tmp_path, capsys):
     other = build_model("mlp:in-32-out", InputSpec(1, 8, 8, 7))
     path = tmp_path / "seven.pt"
     torch.save(other.state_dict(), path)
-    assert "shape mismatch" in run_bad(tmp_path, capsys, "--teacher-checkpoint", str(path))
+    # Issue 13: a head of another class count is named as such (it was a generic "shape mismatch").
+    message = run_bad(tmp_path, capsys, "--teacher-checkpoint", str(path))
+    assert "class-count mismatch" in message and "7-class head" in message and "--reset-head" in message
 
 
 def test_nan_loss_stops_cleanly(tmp_path, capsys):

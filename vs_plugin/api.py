@@ -12,10 +12,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from .data.conform import conform_data
 from .data.loaders import dataset_labels
-from .data.registry import load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .models.registry import InputSpec, build_model
 from .models.weights import build_for_weights, load_weights, weights_beside
+from .models.teacher import TeacherSource
+from .pipeline.inputs import build_named_inputs, dataset_section
 from .pipeline.outputs import STUDENT_SPEC, STUDENT_WEIGHTS
 from .pipeline.resume import checkpoint_settings, resumed_values
 from .pipeline.run import CompressionJob, run_compression
@@ -118,6 +119,8 @@ def compress_by_name(
     dataset: str,
     *,
     teacher_checkpoint: Optional[Union[str, Path]] = None,
+    pretrained: bool = False,
+    reset_head: bool = False,
     data_dir: Optional[Union[str, Path]] = None,
     download: bool = True,
     image_size: Optional[int] = None,
@@ -129,40 +132,39 @@ def compress_by_name(
 ) -> tuple[nn.Module, dict]:
     """What ``vs-plugin compress`` does: build models and data by name, then compress.
 
-    ``student=None`` or ``"same"`` copies the teacher. Without ``teacher_checkpoint`` the teacher
-    is trained first for ``settings.teacher_epochs`` epochs. ``log`` receives the per-epoch lines.
+    ``student=None`` or ``"same"`` copies the teacher. The teacher's weights come from
+    ``teacher_checkpoint`` (a state_dict, a timm ``train.py`` checkpoint, safetensors, or a
+    timm/HF model folder) or the hub (``pretrained``); otherwise it is trained first for
+    ``settings.teacher_epochs`` epochs, as it is after ``reset_head``. Image folders (and in-memory
+    data resized with ``image_size`` for a timm/torchvision teacher) go through timm's input
+    pipeline resolved from the teacher. ``log`` receives the per-epoch lines.
     """
     settings = settings or CompressSettings()
     seed_everything(settings.seed)  # repeatable model initialisation
-    bundle = load_dataset(dataset, Path(data_dir) if data_dir else None, download=download, image_size=image_size)
-    teacher_model = build_model(teacher, bundle.spec)
-    student_model = None if student in (None, "same") else build_model(student, bundle.spec)
-    if teacher_checkpoint is not None:
-        load_weights(teacher_model, teacher_checkpoint)
-    rerun = {
-        "teacher": teacher,
-        "student": student or "same",
-        "dataset": dataset,
-        "teacher_checkpoint": None if teacher_checkpoint is None else str(teacher_checkpoint),
-        "data_dir": None if data_dir is None else str(data_dir),
-        "image_size": image_size,
-    }
+    inputs = build_named_inputs(
+        teacher, student, dataset, settings=settings,
+        source=TeacherSource(teacher_checkpoint, pretrained, reset_head),
+        data_dir=data_dir, download=download, image_size=image_size,
+    )
+    bundle = inputs.bundle
     job = CompressionJob(
-        teacher=teacher_model,
-        student=student_model,
+        teacher=inputs.teacher,
+        student=inputs.student,
         train=bundle.train,
         test=bundle.test,
         settings=settings,
-        train_teacher=teacher_checkpoint is None,
+        train_teacher=inputs.train_teacher,
         spec=bundle.spec,
         names={"teacher": teacher, "student": None if student in (None, "same") else student, "dataset": bundle.name},
-        rerun=rerun,
+        rerun=inputs.rerun,
         test_split=bundle.test_split,
         out_dir=Path(out_dir) if out_dir else None,
         resume=resume,
         overwrite=overwrite,
         log=log,
         inputs=(teacher_checkpoint,) if teacher_checkpoint is not None else (),
+        dataset_info=dataset_section(bundle),
+        teacher_info=inputs.teacher_info,
     )
     return run_compression(job)
 

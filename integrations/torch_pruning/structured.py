@@ -36,14 +36,14 @@ import torch
 import torch.nn as nn
 
 from vs_plugin.data.loaders import dataset_size, make_loader, subset_fraction
-from vs_plugin.data.registry import load_dataset
 from vs_plugin.errors import ConfigError, OutputError, VSPluginError
 from vs_plugin.layers.channel import ChannelGateLayer
 from vs_plugin.losses.kl import KLWarmup
 from vs_plugin.metrics.accuracy import evaluate_accuracy
 from vs_plugin.metrics.footprint import model_footprint
-from vs_plugin.models.registry import InputSpec, build_model
-from vs_plugin.models.weights import load_weights
+from vs_plugin.models.registry import InputSpec
+from vs_plugin.models.teacher import TeacherSource
+from vs_plugin.pipeline.inputs import build_named_inputs, dataset_section
 from vs_plugin.pipeline.outputs import RunDirectory
 from vs_plugin.pipeline.report import build_report
 from vs_plugin.pipeline.run import RESUMABLE_CHANGES, warn_short_warmup
@@ -306,6 +306,8 @@ def structured_from_modules(
     run_dir: Optional[RunDirectory] = None,
     checkpoint: Optional[dict] = None,
     started_at: Optional[float] = None,
+    dataset_info: Optional[Mapping[str, Any]] = None,
+    teacher_info: Optional[Mapping[str, Any]] = None,
 ) -> tuple[nn.Module, dict]:
     """The structured Variational Student from a trained teacher; returns (pruned student, report).
 
@@ -326,6 +328,8 @@ def structured_from_modules(
         run_dir / checkpoint: an output folder already opened by the caller (then ``out_dir``,
             ``overwrite`` and ``resume`` are not used) and the checkpoint read from it.
         started_at: ``time.perf_counter()`` when the run began (the report's wall time).
+        dataset_info / teacher_info: more facts for the report's ``dataset`` section (the image
+            pipeline) and ``teacher.weights_from`` (where the teacher's weights came from).
     """
     started = started_at if started_at is not None else time.perf_counter()
     log = log or (lambda message: None)
@@ -344,6 +348,7 @@ def structured_from_modules(
             teacher, train, test, spec, settings=settings, structured=structured, student=student, names=names, record=record,
             test_split=test_split, teacher_history=teacher_history, save_teacher=save_teacher, log=log, run_dir=run_dir,
             checkpoint=checkpoint if checkpoint is None or checkpoint["phase"] != "teacher" else None, started=started,
+            dataset_info=dataset_info, teacher_info=teacher_info,
         )
     except VSPluginError as error:
         if owned and run_dir is not None:
@@ -383,6 +388,7 @@ def _structured_run(
     teacher: nn.Module, train, test, spec: InputSpec, *, settings: CompressSettings, structured: StructuredSettings,
     student: Optional[nn.Module], names: dict, record: dict, test_split: str, teacher_history: Optional[list], save_teacher: bool,
     log: Callable[[str], None], run_dir: Optional[RunDirectory], checkpoint: Optional[dict], started: float,
+    dataset_info: Optional[Mapping[str, Any]] = None, teacher_info: Optional[Mapping[str, Any]] = None,
 ) -> tuple[nn.Module, dict]:
     settings = settings.replace(granularity="channel")
     device = resolve_device(settings.device)
@@ -415,10 +421,12 @@ def _structured_run(
         names={"teacher": names.get("teacher"), "student": student_name,
                "student_init": "teacher weights" if from_teacher else "random (from scratch)"},
         dataset={"name": names.get("dataset"), "train_samples": num_train, "test_samples": dataset_size(test),
-                 "num_classes": spec.num_classes, "test_split": test_split, "input_shape": list(input_shape)},
+                 "num_classes": spec.num_classes, "test_split": test_split, "input_shape": list(input_shape), **dict(dataset_info or {})},
         config=record,
         history=history, wall_time_s=0.0, device=device,
     )
+    if teacher_info:
+        report["teacher"]["weights_from"] = dict(teacher_info)
     report["structured"] = structured_section(teacher, student, dense_size, input_shape, structured, extra)
     report["wall_time_s"] = earlier_s + time.perf_counter() - started
     if run_dir is not None:
@@ -449,6 +457,8 @@ def run_structured(
     settings: CompressSettings,
     structured: StructuredSettings,
     teacher_checkpoint: Optional[Union[str, Path]] = None,
+    pretrained: bool = False,
+    reset_head: bool = False,
     data_dir: Optional[Union[str, Path]] = None,
     download: bool = True,
     image_size: Optional[int] = None,
@@ -457,30 +467,28 @@ def run_structured(
     resume: bool = False,
     log: Optional[Callable[[str], None]] = None,
 ) -> tuple[nn.Module, dict]:
-    """What ``vs-plugin compress --structured`` does: models and data by name, then
-    :func:`structured_from_modules`. Without ``teacher_checkpoint`` the teacher is trained first.
-    Every epoch of every phase is checkpointed in ``out_dir``; ``resume`` continues from there."""
-    started = time.perf_counter()
+    """What ``vs-plugin compress --structured`` does: models and data by name (as
+    :func:`vs_plugin.pipeline.inputs.build_named_inputs` builds them), then
+    :func:`structured_from_modules`. Without teacher weights (or after ``reset_head``) the
+    teacher is trained first. Every epoch of every phase is checkpointed in ``out_dir``;
+    ``resume`` continues from there."""
     log = log or (lambda message: None)
     check_single_process(settings)
     prune_epochs(settings.epochs, structured.prune_steps)
     seed_everything(settings.seed)
-    rerun = {
-        "teacher": teacher, "student": student or "same", "dataset": dataset,
-        "teacher_checkpoint": None if teacher_checkpoint is None else str(teacher_checkpoint),
-        "data_dir": None if data_dir is None else str(data_dir), "image_size": image_size,
-    }
+    started = time.perf_counter()
+    inputs = build_named_inputs(
+        teacher, student, dataset, settings=settings, source=TeacherSource(teacher_checkpoint, pretrained, reset_head),
+        data_dir=data_dir, download=download, image_size=image_size,
+    )
+    bundle, rerun = inputs.bundle, inputs.rerun
     record = settings_record(rerun, settings, structured)
-    bundle = load_dataset(dataset, Path(data_dir) if data_dir else None, download=download, image_size=image_size)
-    teacher_model = build_model(teacher, bundle.spec)
-    student_model = None if student in (None, "same") else build_model(student, bundle.spec)
-    if teacher_checkpoint is not None:
-        load_weights(teacher_model, teacher_checkpoint)
+    teacher_model, student_model = inputs.teacher, inputs.student
     run_dir = open_output(out_dir, resume=resume, overwrite=overwrite, inputs=[teacher_checkpoint])
     try:
         checkpoint = read_checkpoint(run_dir, record, log, settings, structured) if resume and run_dir is not None else None
         teacher_history: list = []
-        if teacher_checkpoint is None and (checkpoint is None or checkpoint["phase"] == "teacher"):
+        if inputs.train_teacher and (checkpoint is None or checkpoint["phase"] == "teacher"):
             device = resolve_device(settings.device)
             train_loader, test_loader, _ = loaders(bundle.train, bundle.test, settings)
             save = _checkpointer(run_dir, record, {}, started, float(checkpoint["wall_time_s"]) if checkpoint else 0.0)
@@ -492,8 +500,9 @@ def run_structured(
         return structured_from_modules(
             teacher_model, bundle.train, bundle.test, bundle.spec, settings=settings, structured=structured, student=student_model,
             names={"teacher": teacher, "student": None if student in (None, "same") else student, "dataset": bundle.name},
-            rerun=rerun, test_split=bundle.test_split, teacher_history=teacher_history, save_teacher=teacher_checkpoint is None,
+            rerun=rerun, test_split=bundle.test_split, teacher_history=teacher_history, save_teacher=inputs.train_teacher,
             log=log, run_dir=run_dir, checkpoint=checkpoint, started_at=started,
+            dataset_info=dataset_section(bundle), teacher_info=inputs.teacher_info,
         )
     except VSPluginError as error:
         if run_dir is not None:

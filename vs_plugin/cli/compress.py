@@ -18,7 +18,7 @@ DEFAULT_TEACHER = "mlp:in-1200-1200-out"
 DEFAULT_STUDENT = "mlp:in-500-50-out"
 DEFAULT_DATASET = "digits"
 #: Keys of a config file that describe the run rather than the method.
-RUN_KEYS = ("teacher", "student", "dataset", "teacher_checkpoint", "data_dir", "image_size")
+RUN_KEYS = ("teacher", "student", "dataset", "teacher_checkpoint", "pretrained", "reset_head", "data_dir", "image_size")
 
 
 def add_parser(subparsers) -> None:
@@ -34,9 +34,25 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--teacher", help=f"teacher model name (default {DEFAULT_TEACHER})")
     parser.add_argument("--student", help=f"student model name, or 'same' for a copy of the teacher (default {DEFAULT_STUDENT})")
     parser.add_argument("--dataset", help=f"dataset name (default {DEFAULT_DATASET})")
-    parser.add_argument("--teacher-checkpoint", type=Path, help="local file with the teacher's trained weights (otherwise it is trained)")
+    parser.add_argument(
+        "--teacher-checkpoint", type=Path,
+        help="the teacher's trained weights: a state_dict (.pt/.pth), a timm train.py checkpoint (EMA weights preferred), "
+        ".safetensors, or a timm/Hugging Face model folder (config.json + model.safetensors); otherwise it is trained",
+    )
+    parser.add_argument(
+        "--pretrained", action="store_true", default=None,
+        help="the teacher's hub weights through timm's/torchvision's own loaders (local cache first; needs the internet otherwise)",
+    )
+    parser.add_argument(
+        "--reset-head", action="store_true", default=None,
+        help="re-initialise the teacher's classifier for the data's classes and fine-tune the teacher (teacher_epochs) first",
+    )
     parser.add_argument("--data-dir", type=Path, help="folder holding the dataset's files")
-    parser.add_argument("--image-size", type=int, help="resize images to this square size")
+    parser.add_argument(
+        "--image-size", type=int,
+        help="input size in pixels (square); image folders otherwise take the teacher's (timm pretrained_cfg), "
+        "and in-memory data resized for a timm/torchvision teacher goes through timm's pipeline",
+    )
     parser.add_argument("--no-download", action="store_true", help="never try to download missing dataset files")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out (also a --structured run) from its last checkpoint, with the checkpoint's settings (an option given again must "
@@ -103,6 +119,8 @@ def _run_structured(args: argparse.Namespace, run_values: dict, settings: Compre
         settings=settings,
         structured=StructuredSettings.from_mapping(values),
         teacher_checkpoint=run_values.get("teacher_checkpoint"),
+        pretrained=bool(run_values.get("pretrained")),
+        reset_head=bool(run_values.get("reset_head")),
         data_dir=run_values.get("data_dir"),
         download=not args.no_download,
         image_size=run_values.get("image_size"),
@@ -144,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
         student=run_values.get("student", DEFAULT_STUDENT),
         dataset=run_values.get("dataset", DEFAULT_DATASET),
         teacher_checkpoint=run_values.get("teacher_checkpoint"),
+        pretrained=bool(run_values.get("pretrained")),
+        reset_head=bool(run_values.get("reset_head")),
         data_dir=run_values.get("data_dir"),
         download=not args.no_download,
         image_size=image_size,

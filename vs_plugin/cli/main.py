@@ -10,11 +10,11 @@ from .._version import __version__
 from ..console import cli_logging
 from ..errors import VSPluginError
 from ..training.distributed import shutdown
-from . import compare, compress, experiment, listing, tune
+from . import compare, compress, experiment, export, listing, tune
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-SUBCOMMANDS = (compress, listing, compare, tune, experiment)
+SUBCOMMANDS = (compress, listing, compare, tune, experiment, export)
 #: What survives an interruption (Ctrl-C), per command.
 INTERRUPTED = {
     "compress": "an output folder keeps its last checkpoint (continue with --resume)",
@@ -22,6 +22,7 @@ INTERRUPTED = {
     "experiment": "finished rows are kept in --out; the same command continues the experiment",
     "compare": "nothing was written; run vs-plugin compare again",
     "list": "nothing was written",
+    "export": "files already exported are complete; run vs-plugin export again for the rest",
 }
 
 

@@ -28,7 +28,7 @@ HELP = {
     "num_workers": "DataLoader worker processes for datasets read from disk",
     "progress": "progress bars",
     "cache_teacher": "compute the frozen teacher's outputs once per training sample (in-memory data only)",
-    "amp": "mixed precision for forward passes: off or bf16 (parameters, KL and BSR stay fp32)",
+    "amp": "mixed precision for forward passes: off, bf16, or fp16 (CUDA, with a gradient scaler); parameters, KL and BSR stay fp32",
     "granularity": "weight (unstructured) or channel (one gate per output channel)",
     "threshold": "log alpha at or above which a weight/channel is pruned",
     "kl": "KL approximation: sparse_vd (Molchanov et al.) or vbd (Liu et al.)",
@@ -61,6 +61,13 @@ HELP = {
     "phase_split": "three-phase recipe: fractions of --epochs for warm start, variational phase and fine-tune",
     "target_sparsity": "prune to exactly this fraction of the variational layers' units (weights, or channels with --granularity channel) by one global log alpha ranking (default: the threshold decides)",
     "layer_floor": "with a target: share of each layer's uniform allocation (1 - target) x units kept whatever the ranking (0 lets a layer be emptied)",
+    "augment": "training augmentation of image data: timm (timm's create_transform(is_training=True)) or none (eval transform)",
+    "hflip": "horizontal flip probability of the timm augmentation",
+    "color_jitter": "colour jitter strength of the timm augmentation (0: off)",
+    "crop_scale_min": "smallest area fraction of timm's random resized crop",
+    "auto_augment": "timm AutoAugment/RandAugment policy, e.g. rand-m9-mstd0.5 (off)",
+    "random_erasing": "random erasing probability of the timm augmentation",
+    "channels_last": "NHWC memory layout for conv models and image batches on CUDA",
 }
 
 
@@ -89,7 +96,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs["type"] = int
         elif isinstance(default, float) or field.name in ("init_log_sigma2", "target_sparsity"):
             kwargs["type"] = float
-        if field.name in ("device", "amp", "granularity", "kl", "kd_reduction", "ce_weighting", "bsr_norm", "recipe"):
+        if field.name in ("device", "amp", "augment", "granularity", "kl", "kd_reduction", "ce_weighting", "bsr_norm", "recipe"):
             kwargs["metavar"] = field.name.upper()
         group.add_argument(flag, **kwargs)
 

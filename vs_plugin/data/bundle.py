@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from ..models.registry import InputSpec
+
+if TYPE_CHECKING:
+    from .transforms import ImagePipeline
 
 
 @dataclass
@@ -19,6 +23,9 @@ class DataBundle:
         train / test: torch datasets yielding (image, label).
         spec: input shape and class count the models must fit.
         test_split: where the test split comes from (reported).
+        raw_images: (train, test) uint8 images (N, C, H, W) of an in-memory dataset, so that
+            timm's pipeline can start from the pixels (see ``data/transforms.py``).
+        pipeline: the timm input pipeline the images go through, when one does.
     """
 
     name: str
@@ -26,6 +33,8 @@ class DataBundle:
     test: Dataset
     spec: InputSpec
     test_split: str
+    raw_images: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+    pipeline: Optional["ImagePipeline"] = None
 
 
 def tensor_dataset(images: torch.Tensor, labels: torch.Tensor) -> TensorDataset:
@@ -39,3 +48,8 @@ def normalise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, to
     mean = train.mean(dim=dims, keepdim=True)
     std = train.std(dim=dims, keepdim=True).clamp_min(1e-6)
     return (train - mean) / std, (test - mean) / std
+
+
+def to_uint8(images: torch.Tensor, top: float) -> torch.Tensor:
+    """Pixel values in [0, ``top``] as uint8 in [0, 255]."""
+    return (images.float() * (255.0 / top)).round().clamp(0, 255).to(torch.uint8)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..models.registry import InputSpec
-from .bundle import DataBundle, normalise, tensor_dataset
+from .bundle import DataBundle, normalise, tensor_dataset, to_uint8
 
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
@@ -35,4 +35,5 @@ def load_digits_bundle() -> DataBundle:
         test=tensor_dataset(test_x, labels[test_idx]),
         spec=InputSpec(1, 8, 8, 10),
         test_split="fixed stratified 20% split (seed 0) of scikit-learn's digits",
+        raw_images=(to_uint8(images[train_idx], 1.0), to_uint8(images[test_idx], 1.0)),
     )

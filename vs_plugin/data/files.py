@@ -19,7 +19,7 @@ import torch
 
 from ..errors import DataError
 from ..models.registry import InputSpec
-from .bundle import DataBundle, normalise, tensor_dataset
+from .bundle import DataBundle, normalise, tensor_dataset, to_uint8
 from .idx import read_idx
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -77,6 +77,7 @@ def _idx_bundle(name: str, files: dict[str, Path], source: str, mean_std_from_tr
     for images, labels, split in ((train_images, train_labels, "train"), (test_images, test_labels, "test")):
         if images.shape[0] != labels.shape[0]:
             raise DataError(f"{name} {split} files disagree: {images.shape[0]} images but {labels.shape[0]} labels ({source})")
+    raw = (to_uint8(train_images, 1.0), to_uint8(test_images, 1.0))
     train_images, test_images = normalise(train_images, test_images)
     _, _, height, width = train_images.shape
     return DataBundle(
@@ -85,6 +86,7 @@ def _idx_bundle(name: str, files: dict[str, Path], source: str, mean_std_from_tr
         test=tensor_dataset(test_images, test_labels),
         spec=InputSpec(1, height, width, 10),
         test_split=f"official test split ({source})",
+        raw_images=raw,
     )
 
 
@@ -149,6 +151,7 @@ def load_cifar10(data_dir: Optional[Path], download: bool) -> DataBundle:
         return images, torch.tensor(split.targets, dtype=torch.long)
 
     (train_x, train_y), (test_x, test_y) = to_tensors(train), to_tensors(test)
+    raw = (to_uint8(train_x, 1.0), to_uint8(test_x, 1.0))
     train_x, test_x = normalise(train_x, test_x)
     return DataBundle(
         name="cifar10",
@@ -156,4 +159,5 @@ def load_cifar10(data_dir: Optional[Path], download: bool) -> DataBundle:
         test=tensor_dataset(test_x, test_y),
         spec=InputSpec(3, 32, 32, 10),
         test_split=f"official test split ({root})",
+        raw_images=raw,
     )

@@ -134,10 +134,13 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     pad: bool = True,
+    pin_memory: bool = False,
 ):
     """A batch iterable for ``data``: given loaders are used as they are.
 
     ``rank`` / ``world_size`` shard the data for distributed runs (``pad``: see :class:`InMemoryLoader`).
+    Datasets read sample by sample (image files, transforms) go through a DataLoader with
+    ``num_workers`` worker processes (kept alive across epochs) and ``pin_memory`` (for the GPU).
     """
     if isinstance(data, (DataLoader, InMemoryLoader)):
         return data
@@ -154,7 +157,8 @@ def make_loader(
         else:
             sampler = list(range(rank, len(data), world_size))
     return EpochSeededDataLoader(
-        data, seed=seed, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, num_workers=num_workers
+        data, seed=seed, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, num_workers=num_workers,
+        pin_memory=pin_memory, persistent_workers=num_workers > 0,
     )
 
 

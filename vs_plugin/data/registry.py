@@ -15,7 +15,8 @@ from ..models.registry import InputSpec
 from .bundle import DataBundle, tensor_dataset
 from .digits import load_digits_bundle
 from .files import load_cifar10, load_fashion_mnist, load_mnist
-from .folder import load_image_folder
+from .folder import load_image_folder, set_pipeline
+from .transforms import ImagePipeline, TransformedImages
 
 Loader = Callable[[Optional[str], Optional[Path], bool, Optional[int]], DataBundle]
 _DATASETS: dict[str, tuple[Loader, str]] = {}
@@ -33,9 +34,19 @@ def dataset_names() -> dict[str, str]:
 
 
 def load_dataset(
-    name: str, data_dir: Optional[Path] = None, download: bool = True, image_size: Optional[int] = None
+    name: str,
+    data_dir: Optional[Path] = None,
+    download: bool = True,
+    image_size: Optional[int] = None,
+    pipeline: Optional[ImagePipeline] = None,
 ) -> DataBundle:
-    """Load dataset ``name``; ``image_size`` resizes in-memory images to a square (bilinear)."""
+    """Load dataset ``name``.
+
+    ``pipeline`` (timm's input pipeline of the teacher, ``data/transforms.py``) applies to image
+    folders, and to in-memory datasets when ``image_size`` is given (their pixels go through it as
+    RGB images). Without a pipeline, ``image_size`` resizes in-memory images to a square
+    (bilinear), as for the built-in models.
+    """
     family, _, argument = name.partition(":")
     if family not in _DATASETS:
         raise UnknownNameError("dataset", name, [usage for _, usage in _DATASETS.values()])
@@ -43,6 +54,10 @@ def load_dataset(
         raise ConfigError(f"image size must be a positive number of pixels, got {image_size}")
     loader, _ = _DATASETS[family]
     bundle = loader(argument or None, Path(data_dir) if data_dir else None, download, image_size)
+    if pipeline is not None and bundle.pipeline is not None:
+        return set_pipeline(bundle, pipeline)
+    if pipeline is not None and image_size is not None and bundle.raw_images is not None:
+        return _through_pipeline(bundle, pipeline)
     if image_size is not None and isinstance(bundle.train, TensorDataset) and (bundle.spec.height, bundle.spec.width) != (image_size, image_size):
         bundle = _resized(bundle, image_size)
     return bundle
@@ -55,6 +70,17 @@ def _resized(bundle: DataBundle, size: int) -> DataBundle:
 
     spec = InputSpec(bundle.spec.channels, size, size, bundle.spec.num_classes)
     return DataBundle(bundle.name, resize(bundle.train), resize(bundle.test), spec, bundle.test_split + f", resized to {size}x{size}")
+
+
+def _through_pipeline(bundle: DataBundle, pipeline: ImagePipeline) -> DataBundle:
+    """An in-memory dataset's pixels through timm's train / eval transforms (RGB)."""
+    train_raw, test_raw = bundle.raw_images
+    train = TransformedImages(train_raw, bundle.train.tensors[1], pipeline.train)
+    test = TransformedImages(test_raw, bundle.test.tensors[1], pipeline.eval)
+    height, width = pipeline.size
+    spec = InputSpec(3, height, width, bundle.spec.num_classes)
+    split = bundle.test_split + f", through timm's eval transform at {height}x{width}"
+    return DataBundle(bundle.name, train, test, spec, split, raw_images=bundle.raw_images, pipeline=pipeline)
 
 
 def _no_argument(name: str, loader: Callable[..., DataBundle]) -> Loader:

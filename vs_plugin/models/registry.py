@@ -116,12 +116,20 @@ def _build_vgg_like(argument: Optional[str], spec: InputSpec) -> nn.Module:
 
 
 def _build_timm(argument: Optional[str], spec: InputSpec) -> nn.Module:
+    return create_timm_model(argument, spec)
+
+
+def create_timm_model(argument: Optional[str], spec: InputSpec, num_classes: Optional[int] = None, **extra) -> nn.Module:
+    """``timm.create_model`` for data shaped like ``spec``; ``extra`` goes to timm (``pretrained``,
+    ``pretrained_cfg_overlay``...); ``num_classes`` defaults to the data's. ``img_size`` is passed
+    to the models that take it (ViTs)."""
     import timm
 
     if not argument or not timm.is_model(argument):
         known = timm.list_models()
         raise ModelError(f"unknown timm model {argument!r} (see timm.list_models()){_suggest(argument or '', known)}")
-    kwargs = dict(pretrained=False, num_classes=spec.num_classes, in_chans=spec.channels)
+    kwargs = dict(pretrained=False, num_classes=spec.num_classes if num_classes is None else num_classes, in_chans=spec.channels)
+    kwargs.update(extra)
     try:
         return timm.create_model(argument, img_size=(spec.height, spec.width), **kwargs)
     except TypeError as error:

@@ -69,12 +69,28 @@ class PhaseEnvironment:
     def wall_time_s(self) -> float:
         """Seconds the whole run has taken, across interruptions and resumes."""
         return self.earlier_wall_time_s + time.perf_counter() - self.started
+    notes: dict = field(default_factory=dict)  # facts for the report (how the teacher's outputs were computed)
 
     def autocast(self):
-        """bf16 autocast for forward passes when ``amp="bf16"``; parameters stay fp32."""
-        if self.settings.amp == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        """bf16 / fp16 autocast for forward passes (``amp``); parameters stay fp32."""
+        if self.settings.amp in AUTOCAST_DTYPES:
+            return torch.autocast(device_type=self.device.type, dtype=AUTOCAST_DTYPES[self.settings.amp])
         return nullcontext()
+
+    def grad_scaler(self) -> Optional[torch.amp.GradScaler]:
+        """A gradient scaler for fp16 (its small range underflows gradients without one), else None."""
+        return torch.amp.GradScaler(self.device.type) if self.settings.amp == "fp16" else None
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def to_device(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """``model`` on ``device``; in channels_last (NHWC) memory layout on CUDA when asked."""
+    model = model.to(device)
+    if channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 def distributed_accuracy(model: nn.Module, env: PhaseEnvironment) -> float:
@@ -158,6 +174,7 @@ def train_teacher(teacher: nn.Module, env: PhaseEnvironment, checkpoint: Optiona
         record = train_one_epoch(
             teacher, optimizer, env.teacher_loader, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
             phase="teacher", progress=settings.progress and env.dist.is_main, total_epochs=settings.teacher_epochs,
+            scaler=env.grad_scaler(),
         )
         record = _mean_over_ranks(record, env)
         if evaluate_after(epoch, settings.teacher_epochs, settings.eval_every):
@@ -204,6 +221,12 @@ def train_student(
             batches, teacher, env.device, feature_layer=objective.config.lp_teacher_layer,
             with_features=objective.config.lp_gamma > 0, autocast=env.autocast,
         )
+    if uses_teacher:
+        # In-memory data without augmentation: the teacher's outputs are computed once. Batches
+        # drawn through transforms (timm augmentation) change every epoch: the teacher runs on
+        # each batch the student sees, which is what distillation needs.
+        env.notes["teacher_outputs"] = "cached once per training sample" if batches is not env.train_loader else "computed every step"
+    scaler = env.grad_scaler()
     step = StudentStep(_ddp(student, env), teacher if uses_teacher else None, objective, warmup, env.device, env.autocast)
     lines = EpochLines(epochs)
     try:
@@ -212,6 +235,7 @@ def train_student(
                 record = train_one_epoch(
                     student, optimizer, batches, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
                     phase=phase, progress=settings.progress and env.dist.is_main, total_epochs=epochs,
+                    scaler=scaler,
                 )
             record = _mean_over_ranks(record, env)
             if evaluate_after(epoch, epochs, settings.eval_every):

@@ -29,14 +29,14 @@ from ..pruning import apply_keep_masks, global_keep_masks, log_alpha_scores
 from ..variationalize import finalize, masks as keep_masks, set_threshold, variationalize
 from .outputs import CHECKPOINT as CHECKPOINT_FILE, RunDirectory
 from .phases import (
-    CHECKPOINT_FORMAT, PhaseEnvironment, distributed_accuracy, phase_finished, phase_reached, train_student, train_teacher,
+    CHECKPOINT_FORMAT, PhaseEnvironment, distributed_accuracy, phase_finished, to_device, phase_reached, train_student, train_teacher,
 )
 from .report import build_report
 from .settings import CompressSettings
 from .validation import check_labels, check_models_fit_data, first_batch, infer_num_classes, resolve_device
 
 #: Settings that may differ when resuming (more epochs, another device, a quiet terminal).
-RESUMABLE_CHANGES = ("epochs", "device", "progress", "num_workers", "cache_teacher", "compile_kl", "threshold_sweep", "eval_every")
+RESUMABLE_CHANGES = ("epochs", "device", "progress", "num_workers", "cache_teacher", "compile_kl", "threshold_sweep", "eval_every", "channels_last")
 
 
 @dataclass
@@ -59,6 +59,8 @@ class CompressionJob:
     log: Optional[Callable[[str], None]] = None
     inputs: tuple = ()  # files the run reads (a teacher checkpoint): never deleted from out_dir
     num_classes: Optional[int] = None  # the class count, for data whose labels cannot be read up front
+    dataset_info: dict = field(default_factory=dict)  # merged into report.json "dataset" (image pipeline)
+    teacher_info: dict = field(default_factory=dict)  # report.json "teacher.weights_from": where they came from
 
 
 def _check_resumable(checkpoint: dict, current: dict, world_size: int) -> None:
@@ -122,10 +124,13 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
             raise ConfigError("train_fraction < 1 needs the training data as a Dataset, not a DataLoader")
         train_data = subset_fraction(train_data, settings.train_fraction, settings.seed)
     per_rank_batch = settings.batch_size // dist.world_size
-    loader_options = dict(shuffle=True, seed=settings.seed, num_workers=settings.num_workers, rank=dist.rank, world_size=dist.world_size)
+    pin = device.type == "cuda"  # pinned host memory for asynchronous copies to the GPU
+    loader_options = dict(shuffle=True, seed=settings.seed, num_workers=settings.num_workers, rank=dist.rank, world_size=dist.world_size, pin_memory=pin)
     train_loader = make_loader(train_data, per_rank_batch, **loader_options)
     teacher_loader = train_loader if train_data is job.train else make_loader(job.train, per_rank_batch, **loader_options)
-    test_loader = make_loader(job.test, max(per_rank_batch, 256), shuffle=False, seed=settings.seed, num_workers=settings.num_workers, rank=dist.rank, world_size=dist.world_size, pad=False)
+    test_loader = make_loader(job.test, max(per_rank_batch, 256), shuffle=False, seed=settings.seed, num_workers=settings.num_workers, rank=dist.rank, world_size=dist.world_size, pad=False, pin_memory=pin)
+    if settings.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("--amp fp16 needs a CUDA device (fp16 autocast with a gradient scaler); use --amp bf16 on the CPU")
     num_train = dataset_size(train_data)
     train_labels = dataset_labels(train_data if isinstance(train_data, torch.utils.data.Dataset) else train_data.dataset)
     if job.spec is not None:
@@ -135,8 +140,8 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
     check_labels(train_labels, num_classes, "training")
     test_data = job.test.dataset if isinstance(job.test, torch.utils.data.DataLoader) else job.test
     check_labels(dataset_labels(test_data) if isinstance(test_data, torch.utils.data.Dataset) else None, num_classes, "test")
-    teacher = job.teacher.to(device)
-    student_template = None if job.student is None else job.student.to(device)
+    teacher = to_device(job.teacher, device, settings.channels_last)
+    student_template = None if job.student is None else to_device(job.student, device, settings.channels_last)
     check_models_fit_data(teacher, student_template, first_batch(train_loader), num_classes, device)
     warm_started = job.student is not None and settings.phase_epochs(warm_start=True)[0] > 0
     variational_config = settings.variational_config(student_from_teacher=job.student is None or warm_started)
@@ -226,7 +231,7 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
     warn_teacher_at_chance(teacher_accuracy, num_classes)
     teacher_footprint = model_footprint(teacher)
 
-    student = copy.deepcopy(teacher) if job.student is None else job.student.to(env.device)
+    student = copy.deepcopy(teacher) if job.student is None else to_device(job.student, env.device, settings.channels_last)
     dense_student_footprint = model_footprint(student)
     student, sweep = _train_student_phases(job, env, student, teacher, num_train, variational_config, objective_config, checkpoint)
     student.eval()
@@ -249,6 +254,7 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
             "num_classes": num_classes,
             "test_split": job.test_split,
             "input_shape": None if job.spec is None else [job.spec.channels, job.spec.height, job.spec.width],
+            **job.dataset_info,
         },
         config=env.settings_record,
         history=env.history,
@@ -260,6 +266,9 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
         report["student"]["threshold_sweep"] = sweep
     if env.history.get("phases"):
         report["phases"] = env.history["phases"]
+    if job.teacher_info:
+        report["teacher"]["weights_from"] = job.teacher_info
+    report["student"]["teacher_outputs"] = env.notes.get("teacher_outputs")
     return student, report
 
 

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional, Union
 
+from ..data.transforms import AugmentSettings
 from ..errors import ConfigError
 from ..layers import functional as vf
 from ..losses.objective import ObjectiveConfig
@@ -17,7 +18,7 @@ from ..variationalize import INIT_LOG_SIGMA2_PRETRAINED, INIT_LOG_SIGMA2_SCRATCH
 
 DEVICES = ("auto", "cpu", "cuda")
 TUPLE_FIELDS = ("layer_types", "include", "exclude", "threshold_sweep", "phase_split")
-AMP_MODES = ("off", "bf16")
+AMP_MODES = ("off", "bf16", "fp16")
 #: "variational": one variational phase, pruned by the log alpha threshold (or the target).
 #: "three-phase": dense KD warm start -> variational phase -> prune -> masked KD fine-tune.
 RECIPES = ("variational", "three-phase")
@@ -102,6 +103,15 @@ class CompressSettings:
     layer_floor: float = 0.2
     # measurement
     threshold_sweep: tuple[float, ...] = ()
+    # image data: timm's training augmentation (folder:<path>, and resized in-memory data for a
+    # timm/torchvision teacher); see vs_plugin.data.transforms.AugmentSettings
+    augment: str = "timm"
+    hflip: float = 0.5
+    color_jitter: float = 0.4
+    crop_scale_min: float = 0.08
+    auto_augment: Optional[str] = None
+    random_erasing: float = 0.0
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -140,6 +150,7 @@ class CompressSettings:
         # Build the nested configs once so that their own checks run now.
         self.variational_config(student_from_teacher=False)
         self.objective_config()
+        self.augment_settings()
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "CompressSettings":
@@ -190,6 +201,12 @@ class CompressSettings:
             stem=self.stem,
         )
 
+    def augment_settings(self) -> AugmentSettings:
+        return AugmentSettings(
+            mode=self.augment, hflip=self.hflip, color_jitter=self.color_jitter, crop_scale_min=self.crop_scale_min,
+            auto_augment=self.auto_augment, random_erasing=self.random_erasing,
+        )
+
     def objective_config(self) -> ObjectiveConfig:
         return ObjectiveConfig(
             kd_weight=self.kd_weight,
@@ -231,7 +248,7 @@ def _check_types(settings: CompressSettings) -> None:
             continue
         if field.name == "lp_sigma2":
             ok = value == "median" or (isinstance(value, _NUMBER) and not isinstance(value, bool))
-        elif field.name in ("lp_student_layer", "lp_teacher_layer"):
+        elif field.name in ("lp_student_layer", "lp_teacher_layer", "auto_augment"):
             ok = isinstance(value, str)
         elif isinstance(default, bool):
             ok = isinstance(value, bool)

@@ -59,8 +59,13 @@ def train_one_epoch(
     progress: bool,
     total_epochs: int,
     after_backward: Optional[Callable[[], None]] = None,
+    scaler: Optional[torch.amp.GradScaler] = None,
 ) -> EpochRecord:
-    """One pass over ``batches``; returns the mean of every loss term (a bar only on a terminal)."""
+    """One pass over ``batches``; returns the mean of every loss term (a bar only on a terminal).
+
+    ``scaler`` (fp16 autocast): the loss is scaled before ``backward`` and the gradients unscaled
+    before ``after_backward`` and the optimizer step, which is skipped when they overflowed.
+    """
     progress = bars_enabled(progress)
     model.train()
     set_loader_epoch(batches, epoch)
@@ -73,10 +78,18 @@ def train_one_epoch(
         terms = step(batch, global_step)
         _check_finite(terms, epoch + 1, global_step - first_global_step + 1, phase, batch)
         optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        if after_backward is not None:
-            after_backward()
-        optimizer.step()
+        if scaler is None:
+            terms["loss"].backward()
+            if after_backward is not None:
+                after_backward()
+            optimizer.step()
+        else:
+            scaler.scale(terms["loss"]).backward()
+            scaler.unscale_(optimizer)
+            if after_backward is not None:
+                after_backward()
+            scaler.step(optimizer)
+            scaler.update()
         global_step += 1
         count += 1
         for key, value in terms.items():
