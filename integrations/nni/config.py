@@ -41,7 +41,7 @@ GRANULARITY_TO_CORE = {"default": "weight", "out_channel": "channel"}
 #: Keys that select modules; they are resolved here and replaced by ``op_names``.
 SELECTION_KEYS = ("op_types", "op_names", "op_names_re", "exclude_op_names", "exclude_op_types", "exclude_op_names_re")
 #: Per-layer settings of the core's variational layers, accepted in ``target_settings['weight']``.
-LAYER_KEYS = ("init_log_sigma2", "kl", "log_alpha_clip")
+LAYER_KEYS = ("init_log_sigma2", "min_init_log_alpha", "kl", "log_alpha_clip")
 #: Loss settings (fields of :class:`ObjectiveConfig`), accepted in ``target_settings['weight']``.
 OBJECTIVE_KEYS = tuple(f.name for f in fields(ObjectiveConfig))
 #: NNI keys that only make sense when ranking by ratio.

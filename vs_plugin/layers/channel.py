@@ -21,6 +21,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .base import ConvMap, LinearMap, VariationalLayer
+from .init import initial_log_sigma2
 
 
 class ChannelGateLayer(VariationalLayer):
@@ -30,14 +31,15 @@ class ChannelGateLayer(VariationalLayer):
 
     def _init_variational_parameters(self, init_log_sigma2: float) -> None:
         channels = self.weight.shape[0]
+        mean = torch.ones(channels, device=self.weight.device, dtype=self.weight.dtype)
+        start = initial_log_sigma2(mean, init_log_sigma2, getattr(self, "min_init_log_alpha", None))
         if "gate_mu" in self._parameters:
             with torch.no_grad():
                 self.gate_mu.fill_(1.0)
-                self.gate_log_sigma2.fill_(init_log_sigma2)
+                self.gate_log_sigma2.copy_(start)
             return
-        factory = dict(device=self.weight.device, dtype=self.weight.dtype)
-        self.gate_mu = nn.Parameter(torch.ones(channels, **factory))
-        self.gate_log_sigma2 = nn.Parameter(torch.full((channels,), init_log_sigma2, **factory))
+        self.gate_mu = nn.Parameter(mean)
+        self.gate_log_sigma2 = nn.Parameter(start)
 
     def variational_parameters(self) -> tuple[Tensor, Tensor]:
         return self.gate_mu, self.gate_log_sigma2

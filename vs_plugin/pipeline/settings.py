@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Union
 from ..errors import ConfigError
 from ..layers import functional as vf
 from ..losses.objective import ObjectiveConfig
-from ..variationalize import INIT_LOG_SIGMA2_PRETRAINED, INIT_LOG_SIGMA2_SCRATCH, VariationalConfig
+from ..variationalize import DEFAULT_MIN_INIT_LOG_ALPHA, INIT_LOG_SIGMA2_PRETRAINED, INIT_LOG_SIGMA2_SCRATCH, VariationalConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 TUPLE_FIELDS = ("layer_types", "include", "exclude", "threshold_sweep")
@@ -30,7 +30,8 @@ class CompressSettings:
     parameters, KL and BSR stay fp32), ``cache_teacher`` (compute the frozen teacher's outputs once
     per training sample when the data is in memory; the same numbers, less time). ``batch_size`` is the global batch: under torchrun each
     of the N processes takes batch_size / N. Sparsification: see :class:`VariationalConfig`
-    (``init_log_sigma2=None`` picks -15 for a student copied from the teacher, -10 from scratch).
+    (``init_log_sigma2=None`` picks -15 for a student copied from the teacher, -10 from scratch;
+    either is raised per unit so that log alpha starts at ``min_init_log_alpha``, default -6, or above).
     Loss: see :class:`ObjectiveConfig`; ``kl_warmup_epochs`` ramps the KL weight from 0 to 1
     after ``kl_hold_epochs`` epochs at 0. Measurement: ``threshold_sweep`` lists other log alpha
     thresholds at which the trained student's accuracy and sparsity are also reported (one
@@ -55,6 +56,7 @@ class CompressSettings:
     threshold: float = vf.DEFAULT_THRESHOLD
     kl: str = "sparse_vd"
     init_log_sigma2: Optional[float] = None
+    min_init_log_alpha: Optional[float] = DEFAULT_MIN_INIT_LOG_ALPHA
     log_alpha_clip: float = vf.DEFAULT_LOG_ALPHA_CLIP
     layer_types: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d")
     include: tuple[str, ...] = ()
@@ -130,6 +132,7 @@ class CompressSettings:
             granularity=self.granularity,
             threshold=self.threshold,
             init_log_sigma2=init,
+            min_init_log_alpha=self.min_init_log_alpha,
             kl=self.kl,
             log_alpha_clip=self.log_alpha_clip,
             layer_types=self.layer_types,
@@ -165,7 +168,7 @@ def _check_types(settings: CompressSettings) -> None:
     for field in fields(settings):
         value = getattr(settings, field.name)
         default = field.default
-        if value is None and (default is None or field.name == "init_log_sigma2"):
+        if value is None and (default is None or field.name in ("init_log_sigma2", "min_init_log_alpha")):
             continue
         if field.name in ("layer_types", "include", "exclude"):
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
