@@ -35,8 +35,8 @@ from torch_pruning.pruner import function
 from vs_plugin.errors import CheckpointError, ConfigError
 
 from .attention import head_dims, update_attention
-from .gates import prune_gates
 from .graph import module_names
+from .gates import pruning_group
 from .importance import OUT_CHANNEL_FUNCTIONS, PRODUCER_FUNCTIONS, GroupKey, group_key, ranked_groups
 
 #: Per-channel items reported by :func:`removed_channels` besides the producers.
@@ -246,7 +246,7 @@ def _group_of(model: nn.Module, graph: tp.DependencyGraph, item: PlanItem) -> tp
         raise CheckpointError(f"the pruning plan names layer {item.layer!r}, which the model does not have") from None
     pruner = graph.get_pruner_of_module(module)
     fn = pruner.prune_out_channels if item.out_channels else pruner.prune_in_channels
-    return graph.get_pruning_group(module, fn, list(item.indices))
+    return pruning_group(graph, module, fn, list(item.indices))
 
 
 def removed_channels(model: nn.Module, graph: tp.DependencyGraph, plan: Sequence[PlanItem]) -> dict[str, list[int]]:
@@ -327,7 +327,6 @@ def apply_plan(
             continue
         if on_group is not None:
             on_group(group)
-        prune_gates(group)
         group.prune(record_history=False)
         applied.append(item)
     update_attention(model, before, rescale_queries=rescale_queries)

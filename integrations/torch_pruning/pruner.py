@@ -44,14 +44,14 @@ from vs_plugin.losses.kl import KLWarmup, variational_kl
 from vs_plugin.losses.objective import ObjectiveConfig, VariationalStudentObjective
 from vs_plugin.variationalize import VariationalConfig, variationalize
 
-from .gates import GATE_PARAMETERS
+from .gates import GATE_PARAMETERS, GATED_IN_CHANNEL_FUNCTIONS
 from .graph import ExampleInputs, plain_forward, pruner_arguments
 from .importance import GuardedImportance, MaskImportance, VariationalImportance, snapshot_scores, unclipped_log_alpha
 from .macs import count_macs_params, plan_for_macs
 from .plan import PlanItem, apply_plan, dead_channel_plan, min_positions, plan_to_json, ranked_plan, removed_channels
 
 PRUNE_BY = ("threshold", "ratio", "macs")
-IN_CHANNEL_FUNCTIONS = (function.prune_conv_in_channels, function.prune_linear_in_channels)
+IN_CHANNEL_FUNCTIONS = (function.prune_conv_in_channels, function.prune_linear_in_channels) + GATED_IN_CHANNEL_FUNCTIONS
 
 
 @dataclass(frozen=True)
