@@ -43,3 +43,7 @@ class CheckpointError(VSPluginError):
 
 class TrainingDiverged(VSPluginError):
     """The loss became NaN or infinite during training."""
+
+
+class MissingExtraError(VSPluginError, ImportError):
+    """A feature needs an optional dependency (an install extra) that is not installed."""

@@ -15,6 +15,11 @@ dependency graph, so the student comes out physically smaller on any timm/torchv
 Only this package imports torch_pruning; the core (``vs_plugin``) never does.
 """
 
+from .._extras import require
+
+require("torch_pruning")  # a one-line error naming the extra, before any import of torch_pruning
+
+
 from .baselines import TP_BASELINES, BaselineResult, TPBaseline, get_baseline, run_tp_baseline
 from .gates import gate_pruners
 from .graph import build_graph, build_pruner, opaque_layers
