@@ -39,6 +39,7 @@ from vs_plugin.errors import ConfigError, ModelError
 from vs_plugin.layers.base import VariationalLayer
 from vs_plugin.variationalize import head_name
 
+from .bound import bounded_analysis
 from .gates import gate_pruners
 from .importance import GuardedImportance
 
@@ -183,7 +184,7 @@ def graph_options(model: nn.Module, warn: bool = True) -> dict:
 def build_graph(model: nn.Module, example_inputs: ExampleInputs) -> tp.DependencyGraph:
     """A ``DependencyGraph`` of ``model`` prepared as described in the module docstring."""
     options = graph_options(model, warn=False)
-    with plain_forward(model):
+    with bounded_analysis(model, "building the dependency graph"), plain_forward(model):
         graph = tp.DependencyGraph().build_dependency(
             model,
             example_inputs=example_inputs,
@@ -240,7 +241,7 @@ def build_pruner(
         **pruner_kwargs: further arguments of ``pruner_class`` (e.g. ``reg``).
     """
     arguments = pruner_arguments(model, importance, ignored_layers, warn=warn)
-    with plain_forward(model):
+    with bounded_analysis(model, "building the pruner's groups"), plain_forward(model):
         pruner = pruner_class(model, example_inputs, **arguments, **pruner_kwargs)
     return pruner
 

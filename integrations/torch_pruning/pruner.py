@@ -44,6 +44,7 @@ from vs_plugin.losses.kl import KLWarmup, variational_kl
 from vs_plugin.losses.objective import ObjectiveConfig, VariationalStudentObjective
 from vs_plugin.variationalize import VariationalConfig, variationalize
 
+from .bound import bounded_analysis
 from .gates import GATE_PARAMETERS, GATED_IN_CHANNEL_FUNCTIONS
 from .graph import ExampleInputs, plain_forward, pruner_arguments
 from .importance import GuardedImportance, MaskImportance, VariationalImportance, snapshot_scores, unclipped_log_alpha
@@ -193,10 +194,11 @@ class VariationalStudentPruner(tp.pruner.BasePruner):
         self.example_inputs = example_inputs
         self.ignored_layer_names = tuple(ignored_layers)
         arguments = pruner_arguments(model, VariationalImportance(self.prune_config.reduction), self.ignored_layer_names)
-        with plain_forward(model):
-            super().__init__(model, example_inputs, iterative_steps=self.prune_config.iterative_steps, **arguments)
-        self.initial_macs = count_macs_params(model, example_inputs)[0]
-        self.floors = min_positions(self, self.prune_config.max_layer_ratio)
+        with bounded_analysis(model, "building the pruner's groups"):
+            with plain_forward(model):
+                super().__init__(model, example_inputs, iterative_steps=self.prune_config.iterative_steps, **arguments)
+            self.initial_macs = count_macs_params(model, example_inputs)[0]
+            self.floors = min_positions(self, self.prune_config.max_layer_ratio)
         self.history: list[PlanItem] = []
         self.steps: list[PruneStep] = []
         self.regularize_calls = 0
