@@ -100,3 +100,12 @@ def test_save_pruned_takes_tps_pruning_history(tmp_path):
     loaded = load_pruned(tmp_path / "p.json", SmallResNet())
     with torch.no_grad():
         assert torch.allclose(loaded(inputs), expected, atol=1e-5)
+
+
+def test_compare_config_errors_name_the_method():
+    from vs_plugin.compare.config import MethodEntry
+    from vs_plugin.integrations.nni.methods.variational import VariationalStudentMethod
+
+    entry = MethodEntry("variational_student", "my-vs", ({"op_names": ["no_such_layer"]},), None, {})
+    with pytest.raises(ConfigError, match="method 'my-vs' \\(variational_student\\)"):
+        VariationalStudentMethod().check_student(entry, SmallResNet())
