@@ -109,3 +109,14 @@ def test_compare_config_errors_name_the_method():
     entry = MethodEntry("variational_student", "my-vs", ({"op_names": ["no_such_layer"]},), None, {})
     with pytest.raises(ConfigError, match="method 'my-vs' \\(variational_student\\)"):
         VariationalStudentMethod().check_student(entry, SmallResNet())
+
+
+def test_list_layers_names_the_head_for_config_lists(capsys):
+    from vs_plugin.cli.main import main
+    from vs_plugin.variationalize import layer_names
+
+    rows = layer_names(SmallResNet())
+    assert ("head", "Linear", "head") in rows and ("stem.0", "Conv2d", "stem") in rows
+    assert main(["list", "layers", "--model", "timm:resnet10t"]) == 0
+    assert "fc\tLinear\thead" in capsys.readouterr().out
+    assert main(["list", "layers"]) == 2

@@ -166,6 +166,18 @@ def select_layers(model: nn.Module, config: VariationalConfig) -> list[str]:
     return selected
 
 
+def layer_names(model: nn.Module) -> list[tuple[str, str, str]]:
+    """(name, type, role) of every Linear/Conv layer: the names config_lists, ``include``/``exclude``,
+    ``ignored_layers`` and NNI's ``exclude_op_names`` take. Role: ``head``, ``stem`` or ``""``."""
+    head, stem = head_name(model), stem_name(model)
+    rows = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+            role = "head" if name == head else "stem" if name == stem else ""
+            rows.append((name, type(module).__name__, role))
+    return rows
+
+
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -240,6 +252,7 @@ __all__ = [
     "select_layers",
     "head_name",
     "stem_name",
+    "layer_names",
     "set_threshold",
     "masks",
     "INIT_LOG_SIGMA2_SCRATCH",
