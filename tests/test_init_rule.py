@@ -2,7 +2,6 @@
 and 12 item 1): no unit starts with log alpha below the clip, and weights' and gates' log alpha
 move during a few training steps."""
 
-import copy
 
 import pytest
 import torch
