@@ -101,14 +101,3 @@ def test_no_entry_point_starts_a_unit_below_the_clip_and_units_train(entry):
     moved = (log_alphas(model) - start).abs()
     assert moved.min() > 0  # every unit, weights and gates alike, moved
 
-
-def test_nni_global_channel_ratio_gets_a_per_layer_cap():
-    from vs_plugin.integrations.nni.config import DEFAULT_MAX_CHANNEL_RATIO, translate_config_list
-
-    config = [{"op_types": ["Conv2d", "Linear"], "exclude_op_names": ["6"], "sparse_ratio": 0.5,
-               "granularity": "out_channel", "global_group_id": 1}]
-    translated = translate_config_list(trained_like(), config, {})
-    weight = translated.nni_config_list[0]["target_settings"]["weight"]
-    assert weight["max_sparse_ratio"] == DEFAULT_MAX_CHANNEL_RATIO
-    config[0]["max_sparse_ratio"] = 0.7
-    assert translate_config_list(trained_like(), config, {}).nni_config_list[0]["target_settings"]["weight"]["max_sparse_ratio"] == 0.7
