@@ -144,7 +144,8 @@ def test_kl_gradient_pushes_log_sigma2_up_inside_the_clip(cls):
 def test_clipped_log_alpha_gets_no_kl_gradient():
     # Reference behaviour (Molchanov et al.'s code clips too): a weight whose log alpha is below
     # -clip is not pushed by the KL until the data term shrinks it.
-    layer = VariationalLinear(2, 1, init_log_sigma2=-15.0)
+    # min_init_log_alpha=None: the constant start, so the clipped case can be built on purpose.
+    layer = VariationalLinear(2, 1, init_log_sigma2=-15.0, min_init_log_alpha=None)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[1.0, 1e-4]]))  # log alpha: -15 (clipped), -15 + 18.4 = 3.4
     layer.kl().backward()

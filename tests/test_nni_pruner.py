@@ -58,7 +58,7 @@ def test_threshold_masks_are_the_layers_keep_masks(granularity, batches, teacher
     pruner = pruner_for(model, batches, teacher, [config], variational_lr=0.05)
     returned, masks = pruner.compress()
     assert returned is model
-    pruner.unwrap_model()
+    pruner.unwrap_model(keep_variational=True)  # inspect the variational layers (default: plain modules)
     layer_type = SparseVDLayer if granularity == "default" else ChannelGateLayer
     assert set(masks) == {n for n, m in model.named_modules() if isinstance(m, layer_type)} == ({"1", HEAD} - set(excluded))
     for name, targets in masks.items():
@@ -82,7 +82,7 @@ def test_ratio_masks_prune_the_highest_log_alpha(granularity, batches, teacher):
               "target_settings": {"weight": {"init_log_sigma2": -2.0}}}
     pruner = pruner_for(model, batches, teacher, [config], variational_lr=0.05)
     _, masks = pruner.compress()
-    pruner.unwrap_model()
+    pruner.unwrap_model(keep_variational=True)  # inspect the variational layers (default: plain modules)
     for name, targets in masks.items():
         layer = model.get_submodule(name)
         log_alpha = layer.log_alpha().detach()
@@ -97,7 +97,7 @@ def test_training_updates_theta_and_the_variational_parameters(batches, teacher)
     before = copy.deepcopy(model)
     pruner = pruner_for(model, batches, teacher, [{"op_types": ["Linear"]}])
     pruner.compress()
-    pruner.unwrap_model()
+    pruner.unwrap_model(keep_variational=True)  # inspect the variational layers (default: plain modules)
     for name in ("1", HEAD):
         layer = model.get_submodule(name)
         assert isinstance(layer, VariationalLayer)
@@ -112,7 +112,7 @@ def test_baked_model_matches_the_cores_finalize_in_threshold_mode(batches, teach
     model = student()
     pruner = pruner_for(model, batches, teacher, [{"op_types": ["Linear"], "sparse_threshold": -6.0}])
     _, masks = pruner.compress()
-    pruner.unwrap_model()
+    pruner.unwrap_model(keep_variational=True)  # inspect the variational layers (default: plain modules)
     reference = finalize(copy.deepcopy(model)).eval()
     bake_masks(model, masks).eval()
     assert not any(isinstance(m, VariationalLayer) for m in model.modules())
@@ -271,7 +271,7 @@ def test_global_ratio_ranks_log_alpha_over_all_layers(batches, teacher):
     config = {"op_types": ["Linear"], "sparse_ratio": 0.6, "global_group_id": 0, "target_settings": {"weight": {"init_log_sigma2": -2.0}}}
     pruner = pruner_for(model, batches, teacher, [config], variational_lr=0.05)
     _, masks = pruner.compress()
-    pruner.unwrap_model()
+    pruner.unwrap_model(keep_variational=True)  # inspect the variational layers (default: plain modules)
     log_alpha = torch.cat([model.get_submodule(n).log_alpha().detach().flatten() for n in ("1", HEAD)])
     keep = torch.cat([masks[n]["weight"].bool().flatten() for n in ("1", HEAD)])
     assert log_alpha[keep].max() <= log_alpha[~keep].min()

@@ -48,7 +48,8 @@ def test_scores_combine_coupled_layers_through_root_indices():
 
 
 def test_ranking_is_unclipped_so_clipped_gates_do_not_tie():
-    model = variationalize(SmallResNet(), VariationalConfig(granularity="channel", init_log_sigma2=-15.0))
+    # min_init_log_alpha=None: the constant start, so clipped gates can be built on purpose.
+    model = variationalize(SmallResNet(), VariationalConfig(granularity="channel", init_log_sigma2=-15.0, min_init_log_alpha=None))
     with torch.no_grad():
         model.stem[0].gate_mu.copy_(torch.linspace(0.5, 2.0, model.stem[0].gate_mu.numel()))
     assert torch.all(model.stem[0].log_alpha() == -8.0)  # the core's clip makes them all equal
@@ -57,9 +58,11 @@ def test_ranking_is_unclipped_so_clipped_gates_do_not_tie():
     assert len(set(scores.tolist())) == scores.numel()
 
 
-def test_groups_without_gates_get_no_score():
+def test_a_model_without_gates_is_refused_not_silently_kept():
+    # Issue 12: scoring a plain model used to give every group None, so a pruner pruned nothing.
     pruner = build_pruner(SmallResNet(), EXAMPLE, VariationalImportance())
-    assert all(VariationalImportance()(g) is None for g in ranked_groups(pruner))
+    with pytest.raises(ConfigError, match="has none"):
+        VariationalImportance()(next(iter(ranked_groups(pruner))))
 
 
 def test_unknown_reduction_is_an_error():

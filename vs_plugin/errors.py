@@ -51,3 +51,7 @@ class TrainingStalled(VSPluginError):
 
 class OutputError(VSPluginError):
     """An output folder that cannot be written (read-only, full disk) or is in use by another run."""
+
+
+class MissingExtraError(VSPluginError, ImportError):
+    """A feature needs an optional dependency (an install extra) that is not installed."""

@@ -19,6 +19,7 @@ from torch import Tensor
 from .errors import ConfigError
 from .layers import functional as vf
 from .layers.base import VariationalLayer
+from .layers.init import DEFAULT_MIN_INIT_LOG_ALPHA
 from .layers.registry import GRANULARITIES, kind_name_of, layer_kind, layer_kind_names
 
 #: log sigma^2 at initialisation when a student is trained from scratch (Molchanov et al. 2017).
@@ -34,7 +35,11 @@ class VariationalConfig:
     Attributes:
         granularity: ``"weight"`` (unstructured Sparse VD) or ``"channel"`` (one gate per output channel).
         threshold: log_alpha at or above which a unit is pruned at eval (default 3).
-        init_log_sigma2: initial log sigma^2 (-10 from scratch, -15 from trained weights).
+        init_log_sigma2: initial log sigma^2 (-10 from scratch, -15 from trained weights), raised
+            per unit so that log alpha starts at ``min_init_log_alpha`` or above.
+        min_init_log_alpha: lowest starting log alpha of any unit, weights and gates alike (ours,
+            default -6: inside the clip, where the KL has a gradient; see
+            :func:`vs_plugin.layers.init.initial_log_sigma2`). None keeps the constant.
         kl: KL approximation, ``"sparse_vd"`` (Molchanov et al.) or ``"vbd"`` (Liu et al.).
         log_alpha_clip: log_alpha is clipped to [-clip, clip].
         layer_types: plain layer type names to convert (see ``vs_plugin.layers.layer_kind_names()``).
@@ -48,6 +53,7 @@ class VariationalConfig:
     granularity: str = "weight"
     threshold: float = vf.DEFAULT_THRESHOLD
     init_log_sigma2: float = INIT_LOG_SIGMA2_SCRATCH
+    min_init_log_alpha: Optional[float] = DEFAULT_MIN_INIT_LOG_ALPHA
     kl: str = "sparse_vd"
     log_alpha_clip: float = vf.DEFAULT_LOG_ALPHA_CLIP
     layer_types: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d")
@@ -67,6 +73,11 @@ class VariationalConfig:
             raise ConfigError(
                 f"threshold must lie in (-log_alpha_clip, log_alpha_clip] = "
                 f"(-{self.log_alpha_clip}, {self.log_alpha_clip}], got {self.threshold}"
+            )
+        if self.min_init_log_alpha is not None and not -self.log_alpha_clip < self.min_init_log_alpha < self.log_alpha_clip:
+            raise ConfigError(
+                f"min_init_log_alpha must lie inside the clip, in (-{self.log_alpha_clip}, {self.log_alpha_clip}), "
+                f"or be None; got {self.min_init_log_alpha}"
             )
         for name in ("layer_types", "include", "exclude"):
             value = getattr(self, name)
@@ -155,6 +166,18 @@ def select_layers(model: nn.Module, config: VariationalConfig) -> list[str]:
     return selected
 
 
+def layer_names(model: nn.Module) -> list[tuple[str, str, str]]:
+    """(name, type, role) of every Linear/Conv layer: the names config_lists, ``include``/``exclude``,
+    ``ignored_layers`` and NNI's ``exclude_op_names`` take. Role: ``head``, ``stem`` or ``""``."""
+    head, stem = head_name(model), stem_name(model)
+    rows = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+            role = "head" if name == head else "stem" if name == stem else ""
+            rows.append((name, type(module).__name__, role))
+    return rows
+
+
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -166,7 +189,8 @@ def variationalize(model: nn.Module, config: Optional[VariationalConfig] = None)
 
     Args:
         model: any module (timm, torchvision, plain). Selected layers keep their trained weights
-            as theta and get log sigma^2 = ``config.init_log_sigma2``.
+            as theta and get log sigma^2 = ``config.init_log_sigma2``, raised per unit so that
+            log alpha starts at ``config.min_init_log_alpha`` or above.
         config: which layers and how; defaults to per-weight Sparse VD on every Linear/Conv.
 
     Calling it again on a variational model converts only layers still plain.
@@ -189,6 +213,7 @@ def variationalize(model: nn.Module, config: Optional[VariationalConfig] = None)
         layer = cls.from_plain(
             plain,
             init_log_sigma2=config.init_log_sigma2,
+            min_init_log_alpha=config.min_init_log_alpha,
             threshold=config.threshold,
             log_alpha_clip=config.log_alpha_clip,
             kl=config.kl,
@@ -227,8 +252,10 @@ __all__ = [
     "select_layers",
     "head_name",
     "stem_name",
+    "layer_names",
     "set_threshold",
     "masks",
     "INIT_LOG_SIGMA2_SCRATCH",
     "INIT_LOG_SIGMA2_PRETRAINED",
+    "DEFAULT_MIN_INIT_LOG_ALPHA",
 ]

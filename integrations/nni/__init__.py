@@ -10,6 +10,11 @@
 - ``trial`` / ``experiment``: NNI hyper-parameter search of the method's settings.
 """
 
+from .._extras import require
+
+require("nni")  # a one-line error naming the extra, before any import of nni
+
+
 from .evaluator import make_torch_evaluator
 from .masks import bake_masks
 from .pruner import VariationalStudentPruner

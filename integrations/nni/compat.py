@@ -27,9 +27,10 @@ def register_variational_settings() -> None:
         kind = layer_kind(kind_name)
         plain_setting = PruningSetting.registry.get(kind.plain.__name__, PruningSetting.default_setting)
         for granularity in GRANULARITIES:
-            class_name = kind.variational_type(granularity).__name__
-            if class_name not in PruningSetting.registry:
-                PruningSetting.register(class_name, plain_setting)
+            cls = kind.variational_type(granularity)
+            for variant in (cls, *cls.__subclasses__()):  # the depthwise gated convolutions too
+                if variant.__name__ not in PruningSetting.registry:
+                    PruningSetting.register(variant.__name__, plain_setting)
 
 
 def check_evaluator(evaluator: object) -> Evaluator:

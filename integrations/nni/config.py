@@ -41,7 +41,7 @@ GRANULARITY_TO_CORE = {"default": "weight", "out_channel": "channel"}
 #: Keys that select modules; they are resolved here and replaced by ``op_names``.
 SELECTION_KEYS = ("op_types", "op_names", "op_names_re", "exclude_op_names", "exclude_op_types", "exclude_op_names_re")
 #: Per-layer settings of the core's variational layers, accepted in ``target_settings['weight']``.
-LAYER_KEYS = ("init_log_sigma2", "kl", "log_alpha_clip")
+LAYER_KEYS = ("init_log_sigma2", "min_init_log_alpha", "kl", "log_alpha_clip")
 #: Loss settings (fields of :class:`ObjectiveConfig`), accepted in ``target_settings['weight']``.
 OBJECTIVE_KEYS = tuple(f.name for f in fields(ObjectiveConfig))
 #: NNI keys that only make sense when ranking by ratio.
@@ -49,6 +49,9 @@ RATIO_ONLY_KEYS = ("min_sparse_ratio", "max_sparse_ratio", "global_group_id", "d
 #: NNI keys this pruner does not support on the weight (it decides how masks apply).
 UNSUPPORTED_WEIGHT_KEYS = ("align",)
 TARGETS = ("weight", "bias")
+#: Per-layer cap of a global per-channel ratio (``global_group_id`` with ``out_channel``) when the
+#: entry sets no ``max_sparse_ratio`` (ours; torch-pruning's pruner uses the same 0.9).
+DEFAULT_MAX_CHANNEL_RATIO = 0.9
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,9 @@ def translate_config_list(
         sparsity = {"sparse_threshold": float(threshold)} if by_threshold else {"sparse_ratio": float(weight["sparse_ratio"])}
         nni_weight = {k: v for k, v in weight.items() if k in RATIO_ONLY_KEYS and v is not None}
         nni_weight.update(sparsity, granularity=granularity)
+        if core_granularity == "channel" and "global_group_id" in nni_weight and "max_sparse_ratio" not in nni_weight:
+            # A global channel ranking could otherwise remove every channel of a layer (NNI has no cap by default).
+            nni_weight["max_sparse_ratio"] = DEFAULT_MAX_CHANNEL_RATIO
         result.nni_config_list.append({"op_names": names, "target_names": targets, "target_settings": {"weight": nni_weight}})
     try:
         ObjectiveConfig(**result.objective_settings)

@@ -96,7 +96,65 @@ def make_torch_evaluator(
     """
     # fused: PyTorch's single-kernel Adam, 12x faster than its default loop on CPU (see vs_plugin.training.optim).
     optimizer = nni.trace(torch.optim.Adam)(model.parameters(), lr=lr, fused=True)
-    return TorchEvaluator(epoch_training_func(batches, on_epoch, progress), optimizer, training_step or cross_entropy_step())
+    evaluator = TorchEvaluator(epoch_training_func(batches, on_epoch, progress), optimizer, training_step or cross_entropy_step())
+    evaluator.vs_num_train_samples = _sample_count(batches)
+    return evaluator
 
 
-__all__ = ["make_torch_evaluator", "epoch_training_func", "cross_entropy_step", "TrainingStep"]
+def _sample_count(source: object) -> Optional[int]:
+    """Samples in a DataLoader (its dataset), a Dataset, or a batch source with ``num_samples``."""
+    count = getattr(source, "num_samples", None)
+    if isinstance(count, int) and not isinstance(count, bool):
+        return count
+    dataset = getattr(source, "dataset", None)
+    if dataset is not None and not isinstance(source, torch.Tensor):
+        try:
+            return len(dataset)
+        except TypeError:
+            return None
+    if isinstance(source, torch.utils.data.Dataset):
+        try:
+            return len(source)
+        except TypeError:
+            return None
+    return None
+
+
+def infer_num_train_samples(evaluator: object) -> int:
+    """N of the KL/N term, read from the evaluator's training data.
+
+    Found, in order: the count :func:`make_torch_evaluator` stores; else the DataLoaders or
+    Datasets the ``TorchEvaluator``'s ``training_func`` closes over or takes as default arguments
+    (when they agree on one size).
+
+    Raises:
+        ConfigError: when no unique size is found, saying how to pass it.
+    """
+    stored = getattr(evaluator, "vs_num_train_samples", None)
+    if isinstance(stored, int) and stored > 0:
+        return stored
+    func = getattr(evaluator, "training_func", None)
+    candidates = []
+    if func is not None:
+        values = [cell.cell_contents for cell in (getattr(func, "__closure__", None) or ()) if _filled(cell)]
+        values += list(getattr(func, "__defaults__", None) or ())
+        values += list((getattr(func, "__kwdefaults__", None) or {}).values())
+        candidates = sorted({c for c in map(_sample_count, values) if c})
+    if len(candidates) == 1:
+        return candidates[0]
+    found = f" (found datasets of sizes {candidates})" if candidates else ""
+    raise ConfigError(
+        "cannot tell the number of training samples (N of the KL/N term) from the evaluator" + found
+        + "; pass num_train_samples=len(train_dataset) to the VariationalStudentPruner"
+    )
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+__all__ = ["make_torch_evaluator", "epoch_training_func", "cross_entropy_step", "TrainingStep", "infer_num_train_samples"]

@@ -21,13 +21,13 @@ Example::
     pruner = VariationalStudentPruner(model, [{"op_types": ["Linear"], "sparse_threshold": 3.0}], evaluator,
                                       teacher, training_steps=3000, num_train_samples=len(train_set))
     _, masks = pruner.compress()
-    pruner.unwrap_model()
-    bake_masks(model, masks)   # plain layers, pruned weights exactly zero
+    pruner.unwrap_model()      # plain layers again, pruned weights exactly zero (as bake_masks(model, masks))
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections import defaultdict
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -46,12 +46,13 @@ from vs_plugin.layers.registry import layer_kind_names
 from vs_plugin.losses.kl import KLWarmup
 from vs_plugin.losses.objective import ObjectiveConfig, VariationalStudentObjective
 from vs_plugin.training.optim import adam
-from vs_plugin.variationalize import INIT_LOG_SIGMA2_SCRATCH, VariationalConfig, variationalize
+from vs_plugin.variationalize import INIT_LOG_SIGMA2_SCRATCH, VariationalConfig, finalize, variationalize
 
 from .compat import check_evaluator, record_optimizer_parameters, register_variational_settings
 from .config import LayerPlan, translate_config_list
+from .evaluator import infer_num_train_samples
 from .loss_patch import BatchTargets, TeacherPredict, VariationalLossPatch, default_batch_targets, default_teacher_predict
-from .masks import bias_mask_from_weight, current_theta, expand_channel_mask
+from .masks import bake_masks, bias_mask_from_weight, current_theta, expand_channel_mask
 
 _logger = logging.getLogger(__name__)
 _MASKS = Dict[str, Dict[str, Tensor]]
@@ -117,7 +118,9 @@ class VariationalStudentPruner(Pruner):
         evaluator: an NNI ``TorchEvaluator`` (``LightningEvaluator`` is refused: broken with Lightning 2.x).
         teacher: the frozen teacher (put in eval mode); None only when the loss needs no teacher.
         training_steps: optimizer steps to train before the masks are generated.
-        num_train_samples: N, the number of training samples (the KL term is divided by N).
+        num_train_samples: N, the number of training samples (the KL term is divided by N); None
+            reads it from the evaluator's data (:func:`~.evaluator.infer_num_train_samples`) and
+            says how to pass it when it cannot.
         objective: loss settings, an :class:`ObjectiveConfig` or a mapping of its fields.
         kl_warmup: KL warm-up in optimizer steps; default a linear ramp over the first third of
             ``training_steps``; ``KLWarmup(end_step=0)`` switches it off.
@@ -136,7 +139,7 @@ class VariationalStudentPruner(Pruner):
         teacher: Optional[nn.Module],
         training_steps: int,
         *,
-        num_train_samples: int,
+        num_train_samples: Optional[int] = None,
         objective: Union[ObjectiveConfig, Mapping[str, Any], None] = None,
         kl_warmup: Optional[KLWarmup] = None,
         teacher_predict: Optional[TeacherPredict] = None,
@@ -153,6 +156,8 @@ class VariationalStudentPruner(Pruner):
             raise ConfigError("the teacher must be another module than the student being pruned")
         if variational_lr is not None and not (isinstance(variational_lr, (int, float)) and variational_lr > 0):
             raise ConfigError(f"variational_lr must be a positive number or None, got {variational_lr!r}")
+        if num_train_samples is None:
+            num_train_samples = infer_num_train_samples(evaluator)
         if isinstance(num_train_samples, bool) or not isinstance(num_train_samples, int) or num_train_samples < 1:
             raise ConfigError(f"num_train_samples must be a positive integer (N of the KL/N term), got {num_train_samples!r}")
         translated = translate_config_list(model, config_list, _objective_mapping(objective))
@@ -338,6 +343,30 @@ class VariationalStudentPruner(Pruner):
         if max_steps is None and max_epochs is None:
             max_steps = self.training_steps
         self._fusion_compress(max_steps, max_epochs)
+
+    def unwrap_model(self, keep_variational: bool = False) -> None:
+        """Unwrap NNI's wrappers and give back plain modules (NNI users' expectation).
+
+        The variational layers become plain layers holding ``weight * mask`` (the latest masks;
+        without masks yet, their eval-time weights), so a fresh model loads the ``state_dict``
+        and NNI's distillers match the layers by ``op_types`` again.
+
+        Args:
+            keep_variational: leave the variational layers in place (to keep training them);
+                :func:`~.masks.bake_masks` turns them plain later.
+        """
+        masks = {}
+        for name, wrapper in self._module_wrappers.items():
+            for target, space in wrapper.pruning_target_spaces.items():
+                if space.mask is not None:
+                    masks.setdefault(name, {})[target] = space.mask.detach().clone()
+        super().unwrap_model()
+        # NNI's from_compressor unwraps the compressor to rewrap its modules for the next one:
+        # those modules must stay (variational) in place.
+        if keep_variational or sys._getframe(1).f_code.co_name == "from_compressor":
+            return
+        bake_masks(self.bound_model, masks)
+        finalize(self.bound_model)
 
     def compress(self, max_steps: Optional[int] = None, max_epochs: Optional[int] = None):
         """Train through the evaluator, then return ``(model, masks)``.

@@ -2,6 +2,8 @@
 dependency graph, so the student comes out physically smaller on any timm/torchvision model.
 
 - :class:`VariationalImportance`: group scores from the channel gates' log alpha;
+- :func:`gate_pruners`: torch-pruning's ``customized_pruners`` for the gated layers, so any
+  torch-pruning pruner prunes the gates with their channels;
 - :class:`VariationalStudentPruner`: a ``BasePruner`` that trains with the VS objective
   (``regularize`` / ``update_regularizer``) and prunes by threshold, ratio or MAC budget;
 - :func:`apply_masks`: NNI (or any) keep masks -> a physically pruned model;
@@ -13,7 +15,13 @@ dependency graph, so the student comes out physically smaller on any timm/torchv
 Only this package imports torch_pruning; the core (``vs_plugin``) never does.
 """
 
+from .._extras import require
+
+require("torch_pruning")  # a one-line error naming the extra, before any import of torch_pruning
+
+
 from .baselines import TP_BASELINES, BaselineResult, TPBaseline, get_baseline, run_tp_baseline
+from .gates import gate_pruners
 from .graph import build_graph, build_pruner, opaque_layers
 from .importance import FrozenImportance, MaskImportance, VariationalImportance, snapshot_scores
 from .latency import measure_latency
@@ -26,6 +34,7 @@ from .structured import run_structured, structured_from_modules
 from .structured_settings import StructuredSettings
 
 __all__ = [
+    "gate_pruners",
     "VariationalImportance",
     "MaskImportance",
     "FrozenImportance",

@@ -68,6 +68,16 @@ def update_attention(model: nn.Module, before: Mapping[str, int], rescale_querie
                 if module.qkv.bias is not None:
                     module.qkv.bias[:rows] *= factor
         _set_width(module, new)
+    update_linear_self_attention(model)
+
+
+def update_linear_self_attention(model: nn.Module) -> None:
+    """timm's ``LinearSelfAttention`` (MobileViTv2) splits ``qkv_proj``'s output as
+    ``[1, embed_dim, embed_dim]``: keep ``embed_dim`` equal to the pruned width."""
+    for module in model.modules():
+        qkv = getattr(module, "qkv_proj", None)
+        if isinstance(qkv, nn.modules.conv._ConvNd) and isinstance(getattr(module, "embed_dim", None), int):
+            module.embed_dim = (qkv.out_channels - 1) // 2
 
 
 def attention_spec(model: nn.Module) -> dict[str, dict[str, int]]:
@@ -83,6 +93,7 @@ def apply_attention_spec(model: nn.Module, spec: Mapping[str, Mapping[str, int]]
             raise CheckpointError(f"the pruned spec names attention module {name!r}, which the rebuilt model does not have")
         modules[name].num_heads = int(values["num_heads"])
         _set_width(modules[name], int(values["head_dim"]))
+    update_linear_self_attention(model)
 
 
-__all__ = ["attention_modules", "head_dims", "update_attention", "attention_spec", "apply_attention_spec"]
+__all__ = ["attention_modules", "head_dims", "update_attention", "update_linear_self_attention", "attention_spec", "apply_attention_spec"]

@@ -4,7 +4,8 @@ torch-pruning traces autograd to find which channels are coupled (residual adds,
 convolutions, concatenations, attention heads). This module prepares every model the same way
 before torch-pruning sees it:
 
-- channel-gated layers (``vs_plugin.layers.ChannelGateLayer``) run their plain layer's forward
+- channel-gated layers are registered with :func:`.gates.gate_pruners` (their gates are pruned
+  with their channels by torch-pruning itself) and run their plain layer's forward
   while the graph is traced, so the graph is the one of the plain architecture (the gate product
   would otherwise add spurious nodes between a layer and its consumers);
 - the classifier head and any layer named by the caller are ignored (the logits keep their width);
@@ -38,6 +39,8 @@ from vs_plugin.errors import ConfigError, ModelError
 from vs_plugin.layers.base import VariationalLayer
 from vs_plugin.variationalize import head_name
 
+from .bound import bounded_analysis
+from .gates import gate_pruners
 from .importance import GuardedImportance
 
 ExampleInputs = Union[torch.Tensor, Sequence[torch.Tensor]]
@@ -172,7 +175,7 @@ def graph_options(model: nn.Module, warn: bool = True) -> dict:
     if warn:
         _warn_opaque(opaque)
     return {
-        "customized_pruners": {type(module): OpaquePruner() for _, module in opaque},
+        "customized_pruners": {**gate_pruners(), **{type(module): OpaquePruner() for _, module in opaque}},
         "unwrapped_parameters": unwrapped_parameters(model, [m for _, m in opaque]),
         "blocked": frozenset(id(m) for _, m in opaque),
     }
@@ -181,14 +184,15 @@ def graph_options(model: nn.Module, warn: bool = True) -> dict:
 def build_graph(model: nn.Module, example_inputs: ExampleInputs) -> tp.DependencyGraph:
     """A ``DependencyGraph`` of ``model`` prepared as described in the module docstring."""
     options = graph_options(model, warn=False)
-    with plain_forward(model):
-        return tp.DependencyGraph().build_dependency(
+    with bounded_analysis(model, "building the dependency graph"), plain_forward(model):
+        graph = tp.DependencyGraph().build_dependency(
             model,
             example_inputs=example_inputs,
             customized_pruners=options["customized_pruners"],
             unwrapped_parameters=options["unwrapped_parameters"],
             verbose=False,
         )
+    return graph
 
 
 def pruner_arguments(
@@ -237,8 +241,9 @@ def build_pruner(
         **pruner_kwargs: further arguments of ``pruner_class`` (e.g. ``reg``).
     """
     arguments = pruner_arguments(model, importance, ignored_layers, warn=warn)
-    with plain_forward(model):
-        return pruner_class(model, example_inputs, **arguments, **pruner_kwargs)
+    with bounded_analysis(model, "building the pruner's groups"), plain_forward(model):
+        pruner = pruner_class(model, example_inputs, **arguments, **pruner_kwargs)
+    return pruner
 
 
 def module_names(model: nn.Module) -> dict[nn.Module, str]:

@@ -23,12 +23,14 @@ from vs_plugin.errors import ConfigError
 from vs_plugin.layers import functional as vf
 from vs_plugin.layers.channel import ChannelGateLayer
 
+from .gates import GATED_OUT_CHANNEL_FUNCTIONS, gates_registered, is_stray_depthwise_root
+
 #: Pruning functions that remove a layer's output channels.
 OUT_CHANNEL_FUNCTIONS = (
     function.prune_conv_out_channels,
     function.prune_linear_out_channels,
     function.prune_depthwise_conv_out_channels,
-)
+) + GATED_OUT_CHANNEL_FUNCTIONS
 #: Items whose channel value is computed there (not passed through): they keep a channel alive
 #: unless a mask kills it. Channel-mixing normalisations (LayerNorm, GroupNorm, InstanceNorm)
 #: are listed too: a zero channel does not stay zero through them, and removing it changes
@@ -78,7 +80,9 @@ class VariationalImportance(tp.importance.Importance):
     ``"max"`` (default) is conservative: a coupled channel ranks as low as its *most* needed
     copy, so it goes only when every gated layer writing it is ready to drop it. A channel is
     pruned at threshold t exactly when ``s_r <= -t``. Layers without gates (plain ones, tokens)
-    have no say; a group without any gated layer gets no score and is never pruned.
+    have no say; a group without any gated layer gets no score and is never pruned. A model
+    without gates, or one whose gates torch-pruning was not told to prune (``customized_pruners=
+    gate_pruners()``), is refused with a ``ConfigError`` on the first group scored.
 
     Args:
         reduction: ``"max"`` or ``"mean"`` over the coupled gated layers.
@@ -88,9 +92,30 @@ class VariationalImportance(tp.importance.Importance):
         if reduction not in REDUCTIONS:
             raise ConfigError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
         self.reduction = reduction
+        self._checked_graphs: set[int] = set()
+
+    def _check_graph(self, group: tp.Group) -> None:
+        """Refuse a model without gates, or gates torch-pruning would not prune (once per graph)."""
+        graph = getattr(group, "_DG", None)
+        if graph is None or id(graph) in self._checked_graphs:
+            return
+        if not any(isinstance(m, ChannelGateLayer) for m in graph.model.modules()):
+            raise ConfigError(
+                "VariationalImportance scores channel gates, and this model has none: make it a channel-gated student "
+                "first (vs_plugin.variationalize(model, VariationalConfig(granularity='channel'))) and train it"
+            )
+        if not gates_registered(graph):
+            raise ConfigError(
+                "the model's channel gates are not registered with torch-pruning, which would prune the weights but not the "
+                "gates: pass customized_pruners=gate_pruners() (from vs_plugin.integrations.torch_pruning) to the pruner"
+            )
+        self._checked_graphs.add(id(graph))
 
     @torch.no_grad()
     def __call__(self, group: tp.Group) -> Optional[Tensor]:
+        self._check_graph(group)
+        if is_stray_depthwise_root(group):
+            return None  # its producer's group holds these channels (see is_stray_depthwise_root)
         scores, roots = [], []
         for dep, idxs, root_idxs in _items(group):
             layer = dep.target.module
@@ -210,6 +235,8 @@ def ranked_groups(pruner: tp.pruner.BasePruner):
     pruner's attention helpers, which have no public equivalent).
     """
     for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types):
+        if is_stray_depthwise_root(group):
+            continue
         is_attention, _ = pruner._is_atten_group(group)
         if is_attention:
             group = pruner._downstream_node_as_root_if_attention(group)

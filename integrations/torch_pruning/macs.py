@@ -85,6 +85,7 @@ def plan_for_macs(
     max_layer_ratio: float = 0.9,
     ignored_layers: Sequence[str] = (),
     floors: Optional[Mapping[GroupKey, int]] = None,
+    round_to: Optional[int] = None,
 ) -> MacsSearch:
     """The ranked plan with the fewest removals whose pruned model has at most ``target_macs`` MACs.
 
@@ -93,7 +94,7 @@ def plan_for_macs(
         example_inputs: a batch of one.
         scores: group scores of ``model`` (:func:`snapshot_scores`), higher = keep.
         target_macs: the MAC budget (absolute).
-        global_pruning / layer_ratios / max_layer_ratio / floors: as in :func:`ranked_plan`.
+        global_pruning / layer_ratios / max_layer_ratio / floors / round_to: as in :func:`ranked_plan`.
         ignored_layers: module names whose output channels are kept.
 
     Raises:
@@ -111,7 +112,8 @@ def plan_for_macs(
             candidate, meta_inputs, FrozenImportance(scores, module_names(candidate)), ignored_layers=ignored_layers, warn=False
         )
         plan = ranked_plan(
-            pruner, ratio, global_pruning=global_pruning, layer_ratios=layer_ratios, max_layer_ratio=max_layer_ratio, floors=floors
+            pruner, ratio, global_pruning=global_pruning, layer_ratios=layer_ratios, max_layer_ratio=max_layer_ratio, floors=floors,
+            round_to=round_to,
         )
         apply_plan(candidate, pruner.DG, plan)
         with torch.no_grad():

@@ -32,11 +32,21 @@ MaskEntry = Union[Tensor, Mapping[str, Tensor]]
 
 
 def _entry(name: str, value: MaskEntry) -> dict[str, Tensor]:
+    """One layer's masks as {parameter name: tensor}; NNI's ``None`` for a missing target (a layer
+    without bias: ``{'weight': mask, 'bias': None}``) is dropped."""
     if isinstance(value, Tensor):
         return {"weight": value}
-    if isinstance(value, Mapping) and all(isinstance(v, Tensor) for v in value.values()):
-        return dict(value)
-    raise ConfigError(f"mask of {name!r} must be a tensor or a mapping of parameter name to tensor, got {type(value).__name__}")
+    if isinstance(value, Mapping):
+        wrong = [f"{k!r} ({type(v).__name__})" for k, v in value.items() if v is not None and not isinstance(v, Tensor)]
+        if not wrong:
+            return {k: v for k, v in value.items() if v is not None}
+        raise ConfigError(
+            f"mask of {name!r}: every value must be a tensor or None, got {', '.join(wrong)}; "
+            "accepted: a tensor, or a mapping of parameter name to tensor or None"
+        )
+    raise ConfigError(
+        f"mask of {name!r} must be a tensor or a mapping of parameter name to tensor or None, got {type(value).__name__}"
+    )
 
 
 def channel_keep_mask(module: nn.Module, weight_mask: Tensor) -> Tensor:
@@ -72,8 +82,8 @@ def apply_masks(
 
     Args:
         model: the plain (unwrapped) model the masks were made for.
-        masks: layer name -> weight mask, or -> ``{"weight": mask, "bias": mask}`` as NNI's
-            ``pruner.compress()`` returns. Masks of Conv/Linear/BatchNorm layers decide channel
+        masks: layer name -> weight mask, or -> ``{"weight": mask, "bias": mask or None}`` as NNI's
+            ``pruner.compress()`` returns (None: the layer has no such parameter). Masks of Conv/Linear/BatchNorm layers decide channel
             removal; any mask is baked into its parameter.
         example_inputs: a batch of one, for tracing.
         ignored_layers: module names whose output channels are kept (the head always is).

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -35,8 +35,8 @@ from torch_pruning.pruner import function
 from vs_plugin.errors import CheckpointError, ConfigError
 
 from .attention import head_dims, update_attention
-from .gates import prune_gates
 from .graph import module_names
+from .gates import pruning_group
 from .importance import OUT_CHANNEL_FUNCTIONS, PRODUCER_FUNCTIONS, GroupKey, group_key, ranked_groups
 
 #: Per-channel items reported by :func:`removed_channels` besides the producers.
@@ -64,8 +64,12 @@ class PlanItem:
             raise CheckpointError(f"a pruning plan entry must be [layer, out_channels, [indices]], got {value!r}") from None
 
 
-def plan_to_json(plan: Iterable[PlanItem]) -> list:
-    return [item.to_json() for item in plan]
+def plan_to_json(plan: Iterable[Union[PlanItem, Sequence]]) -> list:
+    """JSON form of a plan: :class:`PlanItem` s or torch-pruning's ``pruning_history()`` entries
+    (``[layer name, is_out_channels, indices]``, the same form)."""
+    if isinstance(plan, (str, bytes)) or not isinstance(plan, Iterable):
+        raise ConfigError(f"a pruning plan must be a list of PlanItem or of torch-pruning history entries, got {type(plan).__name__}")
+    return [item.to_json() if isinstance(item, PlanItem) else PlanItem.from_json(list(item)).to_json() for item in plan]
 
 
 def plan_from_json(value) -> list[PlanItem]:
@@ -141,6 +145,7 @@ def ranked_plan(
     max_layer_ratio: float = 0.9,
     importance: Optional[Scorer] = None,
     floors: Optional[Mapping[GroupKey, int]] = None,
+    round_to: Optional[int] = None,
 ) -> list[PlanItem]:
     """Remove the lowest-scoring fraction ``ratio`` of channel positions.
 
@@ -155,8 +160,12 @@ def ranked_plan(
         importance: scores to use instead of ``pruner.estimate_importance``.
         floors: positions each group keeps at least (:func:`min_positions`), replacing the
             per-plan ``max_layer_ratio`` cap for the groups listed.
+        round_to: keep a multiple of this many positions in every pruned group (torch-pruning's
+            ``round_to``): the highest-scoring of the chosen positions are spared to round up.
     """
     floors = floors or {}
+    if round_to is not None and not (isinstance(round_to, int) and round_to >= 1):
+        raise ConfigError(f"round_to must be an integer >= 1 or None, got {round_to!r}")
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"pruning ratio must lie in [0, 1), got {ratio}")
     layer_ratios = dict(layer_ratios or {})
@@ -191,6 +200,10 @@ def ranked_plan(
                 budget -= 1
     plan = []
     for index, positions in chosen.items():
+        if round_to is not None and positions:
+            size = records[index].scores.numel()
+            kept = -(-(size - len(positions)) // round_to) * round_to
+            positions = sorted(positions, key=lambda p: float(records[index].scores[p]))[: max(size - kept, 0)]
         if positions:
             record = records[index]
             plan.append(_item(record.group, positions, record.channel_groups, record.scores.numel(), names))
@@ -246,7 +259,7 @@ def _group_of(model: nn.Module, graph: tp.DependencyGraph, item: PlanItem) -> tp
         raise CheckpointError(f"the pruning plan names layer {item.layer!r}, which the model does not have") from None
     pruner = graph.get_pruner_of_module(module)
     fn = pruner.prune_out_channels if item.out_channels else pruner.prune_in_channels
-    return graph.get_pruning_group(module, fn, list(item.indices))
+    return pruning_group(graph, module, fn, list(item.indices))
 
 
 def removed_channels(model: nn.Module, graph: tp.DependencyGraph, plan: Sequence[PlanItem]) -> dict[str, list[int]]:
@@ -327,7 +340,6 @@ def apply_plan(
             continue
         if on_group is not None:
             on_group(group)
-        prune_gates(group)
         group.prune(record_history=False)
         applied.append(item)
     update_attention(model, before, rescale_queries=rescale_queries)

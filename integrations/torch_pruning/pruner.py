@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -44,14 +44,15 @@ from vs_plugin.losses.kl import KLWarmup, variational_kl
 from vs_plugin.losses.objective import ObjectiveConfig, VariationalStudentObjective
 from vs_plugin.variationalize import VariationalConfig, variationalize
 
-from .gates import GATE_PARAMETERS
+from .bound import bounded_analysis
+from .gates import GATE_PARAMETERS, GATED_IN_CHANNEL_FUNCTIONS
 from .graph import ExampleInputs, plain_forward, pruner_arguments
 from .importance import GuardedImportance, MaskImportance, VariationalImportance, snapshot_scores, unclipped_log_alpha
 from .macs import count_macs_params, plan_for_macs
 from .plan import PlanItem, apply_plan, dead_channel_plan, min_positions, plan_to_json, ranked_plan, removed_channels
 
 PRUNE_BY = ("threshold", "ratio", "macs")
-IN_CHANNEL_FUNCTIONS = (function.prune_conv_in_channels, function.prune_linear_in_channels)
+IN_CHANNEL_FUNCTIONS = (function.prune_conv_in_channels, function.prune_linear_in_channels) + GATED_IN_CHANNEL_FUNCTIONS
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class PruneConfig:
         layer_ratios: by="ratio": layer name -> its own final ratio.
         max_layer_ratio: a layer loses at most this fraction of its channels (over all steps).
         reduction: how coupled layers' log alphas combine (see :class:`VariationalImportance`).
+        round_to: by="ratio"/"macs": every pruned layer keeps a multiple of this many channels.
     """
 
     by: str = "threshold"
@@ -83,6 +85,7 @@ class PruneConfig:
     layer_ratios: Optional[Mapping[str, float]] = None
     max_layer_ratio: float = 0.9
     reduction: str = "max"
+    round_to: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.by not in PRUNE_BY:
@@ -101,6 +104,8 @@ class PruneConfig:
         if self.layer_ratios and self.by != "ratio":
             raise ConfigError("layer_ratios apply to by='ratio' only")
         VariationalImportance(self.reduction)  # validates the name
+        if self.round_to is not None and not (isinstance(self.round_to, int) and self.round_to >= 1):
+            raise ConfigError(f"round_to must be an integer >= 1 or None, got {self.round_to!r}")
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,16 @@ class VariationalStudentPruner(tp.pruner.BasePruner):
         warmup: KL warm-up beta(step) over ``regularize`` calls; None keeps beta = 1.
         prune: how to remove channels.
         variational: used only when ``model`` has no gates yet; must be channel granularity.
-        ignored_layers: module names whose output channels are kept (the head always is).
+        ignored_layers: modules (torch-pruning's convention) or module names whose output
+            channels are kept (the head always is).
+        pruning_ratio, iterative_steps, global_pruning, round_to, max_pruning_ratio: torch-pruning's
+            constructor arguments; each sets the :class:`PruneConfig` field of the same meaning
+            (``pruning_ratio`` alone implies ``by="ratio"``; ``max_pruning_ratio`` is
+            ``max_layer_ratio``). Given together with ``prune``, a value that contradicts it is an error.
+        num_heads: ``{qkv_layer: heads}`` as torch-pruning takes it; vs-plugin finds timm-style
+            attention itself, so this only checks the layers are the model's.
+        prune_num_heads: torch-pruning's whole-head pruning; refused (vs-plugin prunes head
+            dimensions, the same positions in every head).
 
     Raises:
         ConfigError: for weight-granularity students and invalid settings.
@@ -147,11 +161,25 @@ class VariationalStudentPruner(tp.pruner.BasePruner):
         warmup: Optional[KLWarmup] = None,
         prune: Optional[PruneConfig] = None,
         variational: Optional[VariationalConfig] = None,
-        ignored_layers: Sequence[str] = (),
+        ignored_layers: Sequence[Union[str, nn.Module]] = (),
+        pruning_ratio: Optional[float] = None,
+        iterative_steps: Optional[int] = None,
+        global_pruning: Optional[bool] = None,
+        round_to: Optional[int] = None,
+        max_pruning_ratio: Optional[float] = None,
+        num_heads: Optional[Mapping[nn.Module, int]] = None,
+        prune_num_heads: bool = False,
     ) -> None:
         _ensure_channel_gates(model, variational)
         objective = objective or ObjectiveConfig()
-        self.prune_config = prune or PruneConfig()
+        self.prune_config = _prune_config(
+            prune, pruning_ratio=pruning_ratio, iterative_steps=iterative_steps, global_pruning=global_pruning,
+            round_to=round_to, max_layer_ratio=max_pruning_ratio,
+        )
+        if prune_num_heads:
+            raise ConfigError("prune_num_heads=True is not supported: VariationalStudentPruner prunes head dimensions (the same positions in every head), not whole heads")
+        _check_num_heads(model, num_heads)
+        ignored_layers = _layer_names(model, ignored_layers)
         self.teacher = teacher
         self.warmup = warmup
         self.num_train_samples = num_train_samples
@@ -166,10 +194,11 @@ class VariationalStudentPruner(tp.pruner.BasePruner):
         self.example_inputs = example_inputs
         self.ignored_layer_names = tuple(ignored_layers)
         arguments = pruner_arguments(model, VariationalImportance(self.prune_config.reduction), self.ignored_layer_names)
-        with plain_forward(model):
-            super().__init__(model, example_inputs, iterative_steps=self.prune_config.iterative_steps, **arguments)
-        self.initial_macs = count_macs_params(model, example_inputs)[0]
-        self.floors = min_positions(self, self.prune_config.max_layer_ratio)
+        with bounded_analysis(model, "building the pruner's groups"):
+            with plain_forward(model):
+                super().__init__(model, example_inputs, iterative_steps=self.prune_config.iterative_steps, **arguments)
+            self.initial_macs = count_macs_params(model, example_inputs)[0]
+            self.floors = min_positions(self, self.prune_config.max_layer_ratio)
         self.history: list[PlanItem] = []
         self.steps: list[PruneStep] = []
         self.regularize_calls = 0
@@ -284,13 +313,13 @@ class VariationalStudentPruner(tp.pruner.BasePruner):
                 }
             return ranked_plan(
                 self, relative, global_pruning=config.global_pruning, layer_ratios=layer_ratios,
-                max_layer_ratio=config.max_layer_ratio, floors=self.floors,
+                max_layer_ratio=config.max_layer_ratio, floors=self.floors, round_to=config.round_to,
             )
         target = self.initial_macs * (1.0 - (1.0 - config.target_macs_ratio) * step / config.iterative_steps)
         search = plan_for_macs(
             self.model, self.example_inputs, snapshot_scores(self), target,
             global_pruning=config.global_pruning, max_layer_ratio=config.max_layer_ratio, ignored_layers=self.ignored_layer_names,
-            floors=self.floors,
+            floors=self.floors, round_to=config.round_to,
         )
         return search.plan
 
@@ -320,6 +349,47 @@ class VariationalStudentPruner(tp.pruner.BasePruner):
     def pruning_history(self) -> list[list]:
         """Every removal so far as torch-pruning's history entries ``[layer, is_out, indices]``."""
         return plan_to_json(self.history)
+
+
+def _prune_config(prune: Optional[PruneConfig], **tp_arguments) -> PruneConfig:
+    """``prune`` with torch-pruning's constructor arguments applied (None = not given)."""
+    given = {k: v for k, v in tp_arguments.items() if v is not None}
+    if prune is None:
+        if "pruning_ratio" in given:
+            given.setdefault("by", "ratio")
+        return PruneConfig(**given)
+    clashes = [f"{k}={v!r} (prune has {getattr(prune, k)!r})" for k, v in given.items() if getattr(prune, k) != v]
+    if clashes:
+        raise ConfigError(f"arguments contradict prune=PruneConfig(...): {', '.join(clashes)}; give each setting once")
+    return prune
+
+
+def _layer_names(model: nn.Module, layers: Sequence[Union[str, nn.Module]]) -> tuple[str, ...]:
+    """Module names for ``ignored_layers`` given as modules (torch-pruning's way) or names."""
+    if isinstance(layers, (str, nn.Module)):
+        layers = [layers]
+    names = {id(m): n for n, m in model.named_modules()}
+    out = []
+    for layer in layers:
+        if isinstance(layer, str):
+            out.append(layer)
+        elif isinstance(layer, nn.Module):
+            if id(layer) not in names:
+                raise ConfigError(f"ignored_layers holds a {type(layer).__name__} that is not a module of this model (pass the model's own modules or their names)")
+            out.append(names[id(layer)])
+        else:
+            raise ConfigError(f"ignored_layers must hold modules or module names, got {type(layer).__name__}")
+    return tuple(out)
+
+
+def _check_num_heads(model: nn.Module, num_heads: Optional[Mapping[nn.Module, int]]) -> None:
+    modules = {id(m) for m in model.modules()}
+    for layer, heads in (num_heads or {}).items():
+        if id(layer) not in modules:
+            raise ConfigError(f"num_heads names a {type(layer).__name__} that is not a module of this model")
+        found = next((m.num_heads for m in model.modules() if getattr(m, "qkv", None) is layer), None)
+        if found is not None and found != heads:
+            raise ConfigError(f"num_heads gives {heads} heads for a qkv layer whose attention module has {found}")
 
 
 def _ensure_channel_gates(model: nn.Module, variational: Optional[VariationalConfig]) -> None:

@@ -1,7 +1,7 @@
 """Sparse variational layers: per weight (``weight.py``) and per output channel (``channel.py``)."""
 
 from .base import VariationalLayer
-from .channel import ChannelGateLayer, GatedConv1d, GatedConv2d, GatedLinear
+from .channel import ChannelGateLayer, GatedConv1d, GatedConv2d, GatedDepthwiseConv1d, GatedDepthwiseConv2d, GatedLinear
 from .functional import (
     DEFAULT_LOG_ALPHA_CLIP,
     DEFAULT_THRESHOLD,
@@ -24,6 +24,8 @@ __all__ = [
     "GatedLinear",
     "GatedConv1d",
     "GatedConv2d",
+    "GatedDepthwiseConv1d",
+    "GatedDepthwiseConv2d",
     "LayerKind",
     "GRANULARITIES",
     "layer_kind",

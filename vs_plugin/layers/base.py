@@ -18,6 +18,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from . import functional as vf
 from .fused_kl import shared_variance_and_kl
+from .init import DEFAULT_MIN_INIT_LOG_ALPHA
 
 
 class VariationalLayer(nn.Module):
@@ -35,6 +36,7 @@ class VariationalLayer(nn.Module):
         self,
         *args,
         init_log_sigma2: float = -10.0,
+        min_init_log_alpha: Optional[float] = DEFAULT_MIN_INIT_LOG_ALPHA,
         threshold: float = vf.DEFAULT_THRESHOLD,
         log_alpha_clip: float = vf.DEFAULT_LOG_ALPHA_CLIP,
         kl: str = "sparse_vd",
@@ -48,10 +50,12 @@ class VariationalLayer(nn.Module):
         self.threshold = float(threshold)
         self.log_alpha_clip = float(log_alpha_clip)
         self.kl_name = kl
+        self.min_init_log_alpha = None if min_init_log_alpha is None else float(min_init_log_alpha)
         self._init_variational_parameters(float(init_log_sigma2))
 
     # -- to be provided by the granularity ------------------------------------------------
     def _init_variational_parameters(self, init_log_sigma2: float) -> None:
+        """(Re)set log sigma^2 by :func:`~vs_plugin.layers.init.initial_log_sigma2` from the current means."""
         raise NotImplementedError
 
     def variational_parameters(self) -> tuple[Tensor, Tensor]:
@@ -104,6 +108,7 @@ class VariationalLayer(nn.Module):
         weight = module.weight
         layer = _construct_uninitialised(cls, weight, **_plain_kwargs_of(module), **variational_kwargs)
         init_log_sigma2 = variational_kwargs.get("init_log_sigma2", -10.0)
+        layer.min_init_log_alpha = variational_kwargs.get("min_init_log_alpha", DEFAULT_MIN_INIT_LOG_ALPHA)
         with torch.no_grad():
             layer.weight.copy_(weight)
             if module.bias is not None:

@@ -21,6 +21,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .base import ConvMap, LinearMap, VariationalLayer
+from .init import initial_log_sigma2
 
 
 class ChannelGateLayer(VariationalLayer):
@@ -30,14 +31,15 @@ class ChannelGateLayer(VariationalLayer):
 
     def _init_variational_parameters(self, init_log_sigma2: float) -> None:
         channels = self.weight.shape[0]
+        mean = torch.ones(channels, device=self.weight.device, dtype=self.weight.dtype)
+        start = initial_log_sigma2(mean, init_log_sigma2, getattr(self, "min_init_log_alpha", None))
         if "gate_mu" in self._parameters:
             with torch.no_grad():
                 self.gate_mu.fill_(1.0)
-                self.gate_log_sigma2.fill_(init_log_sigma2)
+                self.gate_log_sigma2.copy_(start)
             return
-        factory = dict(device=self.weight.device, dtype=self.weight.dtype)
-        self.gate_mu = nn.Parameter(torch.ones(channels, **factory))
-        self.gate_log_sigma2 = nn.Parameter(torch.full((channels,), init_log_sigma2, **factory))
+        self.gate_mu = nn.Parameter(mean)
+        self.gate_log_sigma2 = nn.Parameter(start)
 
     def variational_parameters(self) -> tuple[Tensor, Tensor]:
         return self.gate_mu, self.gate_log_sigma2
@@ -80,13 +82,47 @@ class GatedLinear(LinearMap, ChannelGateLayer, nn.Linear):
     plain_type = nn.Linear
 
 
-class GatedConv1d(ConvMap, ChannelGateLayer, nn.Conv1d):
-    """``nn.Conv1d`` with a variational gate on each output channel."""
+def is_depthwise(module: nn.Module) -> bool:
+    """A convolution with one group per output channel (torch-pruning's definition of depthwise)."""
+    return isinstance(module, nn.modules.conv._ConvNd) and module.groups == module.out_channels and module.out_channels > 1
+
+
+class _DepthwiseFromPlain:
+    """``from_plain`` of a gated convolution returns its depthwise subclass for a depthwise layer.
+
+    torch-pruning couples a depthwise convolution's input and output channels, and decides how to
+    prune a layer by its exact class; a class of its own lets the gates' pruning function
+    (``vs_plugin.integrations.torch_pruning.gates``) couple them too.
+    """
+
+    depthwise_type: Optional[type] = None
+
+    @classmethod
+    def from_plain(cls, module: nn.Module, **variational_kwargs):
+        if cls.depthwise_type is not None and cls is not cls.depthwise_type and is_depthwise(module):
+            return cls.depthwise_type.from_plain(module, **variational_kwargs)
+        return super().from_plain(module, **variational_kwargs)
+
+
+class GatedConv1d(_DepthwiseFromPlain, ConvMap, ChannelGateLayer, nn.Conv1d):
+    """``nn.Conv1d`` (grouped too) with a variational gate on each output channel."""
 
     plain_type = nn.Conv1d
 
 
-class GatedConv2d(ConvMap, ChannelGateLayer, nn.Conv2d):
-    """``nn.Conv2d`` (grouped and depthwise too) with a variational gate on each output channel."""
+class GatedConv2d(_DepthwiseFromPlain, ConvMap, ChannelGateLayer, nn.Conv2d):
+    """``nn.Conv2d`` (grouped too) with a variational gate on each output channel."""
 
     plain_type = nn.Conv2d
+
+
+class GatedDepthwiseConv1d(GatedConv1d):
+    """A depthwise ``nn.Conv1d`` (groups == out_channels) with a variational gate on each channel."""
+
+
+class GatedDepthwiseConv2d(GatedConv2d):
+    """A depthwise ``nn.Conv2d`` (groups == out_channels) with a variational gate on each channel."""
+
+
+GatedConv1d.depthwise_type = GatedDepthwiseConv1d
+GatedConv2d.depthwise_type = GatedDepthwiseConv2d

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from . import functional as vf
 from .base import ConvMap, LinearMap, VariationalLayer
+from .init import initial_log_sigma2
 
 
 class SparseVDLayer(VariationalLayer):
@@ -30,11 +31,12 @@ class SparseVDLayer(VariationalLayer):
     granularity = "weight"
 
     def _init_variational_parameters(self, init_log_sigma2: float) -> None:
+        start = initial_log_sigma2(self.weight, init_log_sigma2, getattr(self, "min_init_log_alpha", None))
         if "log_sigma2" in self._parameters:
             with torch.no_grad():
-                self.log_sigma2.fill_(init_log_sigma2)
+                self.log_sigma2.copy_(start)
         else:
-            self.log_sigma2 = nn.Parameter(torch.full_like(self.weight, init_log_sigma2))
+            self.log_sigma2 = nn.Parameter(start)
 
     def variational_parameters(self) -> tuple[Tensor, Tensor]:
         return self.weight, self.log_sigma2

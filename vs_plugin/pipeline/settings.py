@@ -14,7 +14,7 @@ from ..data.transforms import AugmentSettings
 from ..errors import ConfigError
 from ..layers import functional as vf
 from ..losses.objective import ObjectiveConfig
-from ..variationalize import INIT_LOG_SIGMA2_PRETRAINED, INIT_LOG_SIGMA2_SCRATCH, VariationalConfig
+from ..variationalize import DEFAULT_MIN_INIT_LOG_ALPHA, INIT_LOG_SIGMA2_PRETRAINED, INIT_LOG_SIGMA2_SCRATCH, VariationalConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 TUPLE_FIELDS = ("layer_types", "include", "exclude", "threshold_sweep", "phase_split")
@@ -23,7 +23,7 @@ AMP_MODES = ("off", "bf16", "fp16")
 #: "three-phase": dense KD warm start -> variational phase -> prune -> masked KD fine-tune.
 RECIPES = ("variational", "three-phase")
 #: Settings that may be None (unset) as well as a number.
-OPTIONAL_NUMBERS = ("init_log_sigma2", "target_sparsity")
+OPTIONAL_NUMBERS = ("init_log_sigma2", "min_init_log_alpha", "target_sparsity")
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ class CompressSettings:
     per-weight variational pass as one ``torch.compile`` loop where it pays, see
     :mod:`vs_plugin.layers.compiled`; False: eager, the same numbers). ``batch_size`` is the global batch: under torchrun each
     of the N processes takes batch_size / N. Sparsification: see :class:`VariationalConfig`
-    (``init_log_sigma2=None`` picks -15 for a student copied from the teacher, -10 from scratch).
+    (``init_log_sigma2=None`` picks -15 for a student copied from the teacher, -10 from scratch;
+    either is raised per unit so that log alpha starts at ``min_init_log_alpha``, default -6, or above).
     Loss: see :class:`ObjectiveConfig`; ``kl_warmup_epochs`` ramps the KL weight from 0 to 1
     after ``kl_hold_epochs`` epochs at 0. Measurement: ``threshold_sweep`` lists other log alpha
     thresholds at which the trained student's accuracy and sparsity are also reported (one
@@ -73,6 +74,7 @@ class CompressSettings:
     threshold: float = vf.DEFAULT_THRESHOLD
     kl: str = "sparse_vd"
     init_log_sigma2: Optional[float] = None
+    min_init_log_alpha: Optional[float] = DEFAULT_MIN_INIT_LOG_ALPHA
     log_alpha_clip: float = vf.DEFAULT_LOG_ALPHA_CLIP
     layer_types: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d")
     include: tuple[str, ...] = ()
@@ -192,6 +194,7 @@ class CompressSettings:
             granularity=self.granularity,
             threshold=self.threshold,
             init_log_sigma2=init,
+            min_init_log_alpha=self.min_init_log_alpha,
             kl=self.kl,
             log_alpha_clip=self.log_alpha_clip,
             layer_types=self.layer_types,

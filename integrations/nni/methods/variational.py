@@ -10,8 +10,9 @@ No fine-tuning follows: those epochs are its whole budget.
   ``temperature`` default to the comparison's), ``kl_warmup_epochs`` (default a third of the
   epochs), ``kl_hold_epochs`` (0), ``variational_lr`` (None: the variational parameters share
   the student's Adam).
-- log sigma^2 starts at the pruner's default (-10), unless ``init_log_sigma2`` is set in the
-  config_list's ``target_settings['weight']``.
+- log sigma^2 starts at the pruner's default (-10, raised per unit so log alpha starts at -6 or
+  above), unless ``init_log_sigma2`` / ``min_init_log_alpha`` are set in the config_list's
+  ``target_settings['weight']``.
 """
 
 from __future__ import annotations
@@ -74,7 +75,10 @@ class VariationalStudentMethod:
         """Validate the config_list (and loss options) against the student, without changing it."""
         targets = entry.targets or (None,)
         for target in targets:
-            translate_config_list(student, self._config_list(entry, target), self._objective(entry, {}))
+            try:
+                translate_config_list(student, self._config_list(entry, target), self._objective(entry, {}))
+            except ConfigError as error:
+                raise ConfigError(f"method {entry.label!r} ({entry.name}): {error}") from None
 
     def run(self, context: MethodContext, entry: MethodEntry, target: Optional[float]) -> MethodOutcome:
         budget = context.budget
