@@ -282,10 +282,13 @@ def _train_student_phases(job, env: PhaseEnvironment, student, teacher, num_trai
     warm, variational_epochs, finetune = settings.phase_epochs(warm_start=job.student is not None)
     phases = env.history.setdefault("phases", {})
     kd_config = dataclasses.replace(objective_config, kl_weight=0.0, bsr_weight=0.0)
+
+    def kd_objective() -> VariationalStudentObjective:  # CE + KD: the warm start and the fine-tune
+        return VariationalStudentObjective(student, teacher if kd_config.uses_teacher else None, kd_config, num_train_samples=num_train)
+
     uses_teacher = objective_config.uses_teacher or objective_config.bsr_weight > 0
     if warm and not phase_finished(checkpoint, "warmstart"):
-        objective = VariationalStudentObjective(student, teacher if kd_config.uses_teacher else None, kd_config, num_train_samples=num_train)
-        train_student(student, teacher, objective, env, phase_reached(checkpoint, "warmstart"), phase="warmstart", epochs=warm)
+        train_student(student, teacher, kd_objective(), env, phase_reached(checkpoint, "warmstart"), phase="warmstart", epochs=warm)
         phases["warmstart"] = _phase_point(student, env)
     variationalize(student, variational_config)
     student.to(env.device)
@@ -308,10 +311,9 @@ def _train_student_phases(job, env: PhaseEnvironment, student, teacher, num_trai
         keeper = apply_keep_masks(student, masks)
         phases["pruned"] = _phase_point(student, env)
     if finetune:
-        objective = VariationalStudentObjective(student, teacher if kd_config.uses_teacher else None, kd_config, num_train_samples=num_train)
         masks = {name: mask.cpu() for name, mask in masks.items()}
         train_student(
-            student, teacher, objective, env, phase_reached(checkpoint, "finetune"), phase="finetune", epochs=finetune,
+            student, teacher, kd_objective(), env, phase_reached(checkpoint, "finetune"), phase="finetune", epochs=finetune,
             mask_keeper=keeper, checkpoint_extra={"keep_masks": masks},
         )
         phases["finetune"] = _phase_point(student, env)

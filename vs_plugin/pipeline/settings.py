@@ -107,12 +107,13 @@ class CompressSettings:
     threshold_sweep: tuple[float, ...] = ()
     # image data: timm's training augmentation (folder:<path>, and resized in-memory data for a
     # timm/torchvision teacher); see vs_plugin.data.transforms.AugmentSettings
-    augment: str = "timm"
-    hflip: float = 0.5
-    color_jitter: float = 0.4
-    crop_scale_min: float = 0.08
-    auto_augment: Optional[str] = None
-    random_erasing: float = 0.0
+    # (defaults live in AugmentSettings, once)
+    augment: str = AugmentSettings.mode
+    hflip: float = AugmentSettings.hflip
+    color_jitter: float = AugmentSettings.color_jitter
+    crop_scale_min: float = AugmentSettings.crop_scale_min
+    auto_augment: Optional[str] = AugmentSettings.auto_augment
+    random_erasing: float = AugmentSettings.random_erasing
     channels_last: bool = False
 
     def __post_init__(self) -> None:

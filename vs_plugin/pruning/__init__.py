@@ -5,7 +5,7 @@ Shared by the Variational Student (scores = -log alpha) and the magnitude baseli
 (scores = |w|), so both land on exactly the same number of kept weights.
 """
 
-from .masking import MaskKeeper, apply_keep_masks, plain_weight_masks
+from .masking import MaskKeeper, apply_keep_masks
 from .schedule import cubic_sparsity
 from .target import DEFAULT_LAYER_FLOOR, global_keep_masks, keep_count, log_alpha_scores, magnitude_scores
 
@@ -18,5 +18,4 @@ __all__ = [
     "keep_count",
     "log_alpha_scores",
     "magnitude_scores",
-    "plain_weight_masks",
 ]

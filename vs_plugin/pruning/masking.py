@@ -58,12 +58,6 @@ def apply_keep_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> "MaskKeep
     return keeper
 
 
-def plain_weight_masks(model: nn.Module, layer_names: tuple[str, ...]) -> dict[str, Tensor]:
-    """Weight-shaped masks of the non-zero weights of the named layers (after pruning)."""
-    modules = dict(model.named_modules())
-    return {n: modules[n].weight.detach() != 0 for n in layer_names}
-
-
 class MaskKeeper:
     """Keeps chosen entries of parameters at zero through optimizer steps."""
 
