@@ -12,6 +12,7 @@ from torch.utils.data import TensorDataset
 
 from ..errors import ConfigError, UnknownNameError
 from ..models.registry import InputSpec
+from ..registry import Registry
 from .bundle import DataBundle, tensor_dataset
 from .digits import load_digits_bundle
 from .files import load_cifar10, load_fashion_mnist, load_mnist
@@ -19,18 +20,16 @@ from .folder import load_image_folder, set_pipeline
 from .transforms import ImagePipeline, TransformedImages
 
 Loader = Callable[[Optional[str], Optional[Path], bool, Optional[int]], DataBundle]
-_DATASETS: dict[str, tuple[Loader, str]] = {}
+DATASETS: Registry[Loader] = Registry("dataset")
 
 
 def register_dataset(name: str, loader: Loader, usage: str) -> None:
     """Add a dataset name; raises if it is already registered."""
-    if name in _DATASETS:
-        raise ValueError(f"dataset {name!r} is already registered")
-    _DATASETS[name] = (loader, usage)
+    DATASETS.register(name, loader, usage)
 
 
 def dataset_names() -> dict[str, str]:
-    return {name: usage for name, (_, usage) in _DATASETS.items()}
+    return DATASETS.usages()
 
 
 def load_dataset(
@@ -48,11 +47,11 @@ def load_dataset(
     (bilinear), as for the built-in models.
     """
     family, _, argument = name.partition(":")
-    if family not in _DATASETS:
-        raise UnknownNameError("dataset", name, [usage for _, usage in _DATASETS.values()])
+    if family not in DATASETS:
+        raise UnknownNameError("dataset", name, list(DATASETS.usages().values()))
     if image_size is not None and image_size < 1:
         raise ConfigError(f"image size must be a positive number of pixels, got {image_size}")
-    loader, _ = _DATASETS[family]
+    loader = DATASETS.get(family)
     bundle = loader(argument or None, Path(data_dir) if data_dir else None, download, image_size)
     if pipeline is not None and bundle.pipeline is not None:
         return set_pipeline(bundle, pipeline)

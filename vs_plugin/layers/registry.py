@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch.nn as nn
 
 from ..errors import UnknownNameError
+from ..registry import Registry
 from .base import VariationalLayer
 from .channel import GatedConv1d, GatedConv2d, GatedLinear
 from .weight import VariationalConv1d, VariationalConv2d, VariationalLinear
@@ -32,26 +33,21 @@ class LayerKind:
         return getattr(self, granularity)
 
 
-_LAYER_KINDS: dict[str, LayerKind] = {}
+LAYER_KINDS: Registry[LayerKind] = Registry("layer type")
 
 
 def register_layer_kind(name: str, kind: LayerKind) -> None:
     """Make a plain layer type convertible. Raises if ``name`` is already registered."""
-    if name in _LAYER_KINDS:
-        raise ValueError(f"layer kind {name!r} is already registered ({_LAYER_KINDS[name].plain.__name__})")
-    _LAYER_KINDS[name] = kind
+    LAYER_KINDS.register(name, kind, source=kind.plain.__name__)
 
 
 def layer_kind(name: str) -> LayerKind:
     """The registered kind called ``name`` (e.g. ``"Conv2d"``); a clear error lists the known ones."""
-    try:
-        return _LAYER_KINDS[name]
-    except KeyError:
-        raise UnknownNameError("layer type", name, list(_LAYER_KINDS)) from None
+    return LAYER_KINDS.get(name)
 
 
 def layer_kind_names() -> tuple[str, ...]:
-    return tuple(_LAYER_KINDS)
+    return LAYER_KINDS.names()
 
 
 def kind_name_of(module: nn.Module) -> str | None:
@@ -61,8 +57,8 @@ def kind_name_of(module: nn.Module) -> str | None:
     ``NonDynamicallyQuantizableLinear`` inside ``nn.MultiheadAttention`` change the forward or
     bypass it, so replacing them would change the model.
     """
-    for name, kind in _LAYER_KINDS.items():
-        if type(module) is kind.plain:
+    for name in LAYER_KINDS.names():
+        if type(module) is LAYER_KINDS.get(name).plain:
             return name
     return None
 

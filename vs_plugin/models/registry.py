@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import torch.nn as nn
 
 from ..errors import ModelError, UnknownNameError
+from ..registry import Registry
 from .builtin import MLP, LeNet5, VGGLike
 
 
@@ -33,28 +34,25 @@ class InputSpec:
 
 
 Builder = Callable[[Optional[str], InputSpec], nn.Module]
-_FAMILIES: dict[str, tuple[Builder, str]] = {}
+MODEL_FAMILIES: Registry[Builder] = Registry("model family")
 
 
 def register_model_family(name: str, builder: Builder, usage: str) -> None:
     """Add a family of model names; raises if ``name`` is already registered."""
-    if name in _FAMILIES:
-        raise ValueError(f"model family {name!r} is already registered")
-    _FAMILIES[name] = (builder, usage)
+    MODEL_FAMILIES.register(name, builder, usage)
 
 
 def model_families() -> dict[str, str]:
     """Family name -> usage example."""
-    return {name: usage for name, (_, usage) in _FAMILIES.items()}
+    return MODEL_FAMILIES.usages()
 
 
 def build_model(name: str, spec: InputSpec) -> nn.Module:
     """Build the model called ``name`` for data shaped like ``spec`` (random initialisation)."""
     family, _, argument = name.partition(":")
-    if family not in _FAMILIES:
-        raise UnknownNameError("model", name, [usage for _, usage in _FAMILIES.values()])
-    builder, _ = _FAMILIES[family]
-    return builder(argument or None, spec)
+    if family not in MODEL_FAMILIES:
+        raise UnknownNameError("model", name, list(MODEL_FAMILIES.usages().values()))
+    return MODEL_FAMILIES.get(family)(argument or None, spec)
 
 
 def _suggest(name: str, known: list[str]) -> str:
