@@ -18,7 +18,7 @@ SMALL = {
     "batch_size": 128,
     "dense_student_epochs": 0,
     "student": "mlp:in-32-out",
-    "rows": [{"label": "VS", "kind": "compress"}, {"label": "KD alone", "kind": "kd"}],
+    "rows": [{"label": "VS", "method": "compress"}, {"label": "KD alone", "method": "kd"}],
 }
 
 

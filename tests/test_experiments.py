@@ -7,7 +7,7 @@ import yaml
 
 from vs_plugin.cli.main import main
 from vs_plugin.errors import ConfigError
-from vs_plugin.experiments import parse_experiment
+from vs_plugin.study import parse_study as parse_experiment
 
 TINY = {
     "name": "tiny",
@@ -21,10 +21,10 @@ TINY = {
     "student": "mlp:in-32-out",
     "settings": {"threshold_sweep": [1.0, 3.0, 5.0]},
     "rows": [
-        {"label": "VS", "kind": "compress"},
-        {"label": "Sparse VD alone", "kind": "compress", "settings": {"kd_weight": 0.0}},
-        {"label": "KD alone", "kind": "kd"},
-        {"label": "Level at VS", "kind": "method", "method": "level", "config_list": [{"op_types": ["Linear"]}], "match": "VS"},
+        {"label": "VS", "method": "compress"},
+        {"label": "Sparse VD alone", "method": "compress", "settings": {"kd_weight": 0.0}},
+        {"label": "KD alone", "method": "kd"},
+        {"label": "Level at VS", "method": "level", "config_list": [{"op_types": ["Linear"]}], "match": "VS"},
     ],
 }
 
@@ -68,8 +68,8 @@ def test_rerun_reuses_finished_rows(tiny_run):
 
 def test_low_data_fractions_and_plot(tmp_path):
     config = {**TINY, "seeds": [0], "train_fractions": [0.1, 1.0], "epochs_by_fraction": {0.1: 3},
-              "rows": [{"label": "VS", "kind": "compress"}, {"label": "KD alone", "kind": "kd"},
-                       {"label": "Level at VS", "kind": "method", "method": "level", "config_list": [{"op_types": ["Linear"]}], "match": "VS"}]}
+              "rows": [{"label": "VS", "method": "compress"}, {"label": "KD alone", "method": "kd"},
+                       {"label": "Level at VS", "method": "level", "config_list": [{"op_types": ["Linear"]}], "match": "VS"}]}
     path = tmp_path / "low.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["experiment", "--config", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
@@ -83,13 +83,15 @@ def test_low_data_fractions_and_plot(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"rows": [{"label": "x", "kind": "magic"}]}, "kind must be one of"),
-        ({"rows": [{"label": "x", "kind": "method", "method": "level"}]}, "exactly one of 'target' and 'match'"),
-        ({"rows": [{"label": "a", "kind": "kd"}, {"label": "b", "kind": "method", "method": "level", "match": "a"}]}, "earlier compress row"),
-        ({"rows": [{"label": "a", "kind": "compress", "settings": {"temprature": 1}}]}, "unknown setting"),
+        ({"rows": [{"label": "x", "method": "magic"}]}, "unknown compression method 'magic'"),
+        ({"rows": [{"label": "x", "kind": "compress"}]}, "'kind' is now 'method'"),
+        ({"rows": [{"label": "a", "method": "compress"}, {"label": "x", "method": "level", "target": 0.5, "match": "a"}]}, "not both"),
+        ({"rows": [{"label": "x", "method": "level", "config_list": [{"op_types": ["Linear"]}]}]}, "needs 'target', 'targets' or 'match'"),
+        ({"rows": [{"label": "a", "method": "kd"}, {"label": "b", "method": "level", "match": "a"}]}, "earlier compress row"),
+        ({"rows": [{"label": "a", "method": "compress", "settings": {"temprature": 1}}]}, "unknown setting"),
         ({"seeds": []}, "at least one seed"),
-        ({"colour": "red"}, "unknown experiment key"),
-        ({"rows": [{"label": "a", "kind": "kd"}, {"label": "a", "kind": "kd"}]}, "unique"),
+        ({"colour": "red"}, "unknown study key"),
+        ({"rows": [{"label": "a", "method": "kd"}, {"label": "a", "method": "kd"}]}, "unique"),
     ],
 )
 def test_bad_experiment_configs(change, message):
@@ -117,8 +119,8 @@ def test_bad_seeds_override_is_refused(tiny_run, tmp_path, seeds, capsys):
 
 
 def test_a_row_pruned_to_nothing_has_no_compression_ratio(tmp_path):
-    from vs_plugin.experiments.rows import RowResult
-    from vs_plugin.experiments.summary import summarise, to_markdown
+    from vs_plugin.study.cells import RowResult
+    from vs_plugin.study.summary import summarise, to_markdown
 
     common = dict(kind="compress", fraction=0.05, epochs=1, teacher_accuracy=0.9, weights=1000, sparsity=1.0,
                   memory_bytes=10, memory_reduction_vs_teacher=400.0, wall_time_s=1.0)

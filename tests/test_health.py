@@ -6,8 +6,8 @@ import pytest
 
 from vs_plugin.cli.main import main
 from vs_plugin.compare.tables import ResultRow, to_markdown as compare_markdown
-from vs_plugin.experiments.rows import RowResult
-from vs_plugin.experiments.summary import summarise, to_markdown as experiment_markdown
+from vs_plugin.study.cells import RowResult
+from vs_plugin.study.summary import summarise, to_markdown as experiment_markdown
 from vs_plugin.metrics.health import health_warnings, is_near_chance
 
 

@@ -24,16 +24,10 @@ def test_compare_configs(path):
 @pytest.mark.parametrize("path", _all("experiments/*.yaml"), ids=lambda p: p.name)
 def test_experiment_configs(path):
     text = path.read_text()
-    if "baselines:" in text:  # the structured (torch-pruning) experiments have their own schema
-        from vs_plugin.integrations.torch_pruning.experiment import read_experiment
-
-        config = read_experiment(path)
-        assert config.targets and config.baselines
-        return
     from vs_plugin.compare.registry import method_names
-    from vs_plugin.experiments import load_experiment
+    from vs_plugin.study import load_study
 
-    config = load_experiment(path)
+    config = load_study(path)
     assert len(config.seeds) >= 1 and config.rows
     for row in config.rows:
         if row.kind == "method":

@@ -1,5 +1,5 @@
 """`vs-plugin compress --structured` end to end on the embedded digits, and the one-command
-comparison with torch-pruning baselines at matched MACs."""
+comparison with torch-pruning baselines lives in tests/test_study_structured.py."""
 
 import json
 
@@ -9,7 +9,6 @@ import yaml
 from vs_plugin.cli.main import main
 from vs_plugin.data import load_dataset, make_loader
 from vs_plugin.integrations.torch_pruning import load_pruned
-from vs_plugin.integrations.torch_pruning.experiment import main as experiment_main
 from vs_plugin.metrics import evaluate_accuracy
 
 SMALL = ["--teacher", "vgg-like:0.125", "--dataset", "digits", "--teacher-epochs", "1", "--epochs", "2", "--batch-size", "128",
@@ -69,28 +68,3 @@ def test_structured_options_need_structured(tmp_path, capsys):
     assert main(["compress", "--structured", *SMALL, "--prune-steps", "5", "--out", str(tmp_path / "z")]) == 2
     assert "prune_steps" in capsys.readouterr().err
     assert not (tmp_path / "z").exists()
-
-
-def test_one_command_comparison_at_matched_macs(tmp_path, capsys):
-    config = tmp_path / "experiment.yaml"
-    config.write_text(yaml.safe_dump({
-        "teacher": "vgg-like:0.125", "dataset": "digits", "targets": [0.5], "baselines": ["tp-magnitude"],
-        "settings": {"teacher_epochs": 1, "epochs": 1, "batch_size": 128, "progress": False},
-        "structured": {"latency_repeats": 2, "latency_batch_sizes": [1]},
-    }))
-    out = tmp_path / "comparison"
-    assert experiment_main(["--config", str(config), "--out", str(out), "--quiet"]) == 0
-    results = json.loads((out / "results.json").read_text())
-    methods = [row["method"] for row in results["rows"]]
-    assert methods == ["teacher (dense)", "vs-structured", "tp-magnitude"]
-    for row in results["rows"][1:]:
-        assert 0.45 <= row["macs_ratio_vs_teacher"] <= 0.5 and row["latency_ms"]["1"] > 0
-        assert load_pruned(out / row["folder"]) is not None
-    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    table = (out / "results.md").read_text()
-    assert "| vs-structured | 50% |" in table and "| tp-magnitude | 50% |" in table
-    assert experiment_main(["--config", str(config), "--out", str(out), "--quiet"]) == 2
-    assert "already holds results" in capsys.readouterr().err
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"teacher": "vgg-like:0.125", "dataset": "digits", "baselines": ["tp-nope"]}))
-    assert experiment_main(["--config", str(bad), "--out", str(tmp_path / "bad")]) == 2

@@ -96,7 +96,7 @@ class TorchPruningMethod:
         )
         student.eval()
         details = _details(original, student, example, target, {"pruned_accuracy": result.pruned_accuracy, "ratio": result.ratio})
-        return MethodOutcome(expand_to_original(original, student, result.plan, example), target, details)
+        return MethodOutcome(expand_to_original(original, student, result.plan, example), target, details, deployed=student)
 
 
 class StructuredStudentMethod:
@@ -138,7 +138,7 @@ class StructuredStudentMethod:
             on_epoch=context.progress.tick,
         )
         details = _details(original, outcome.student, example, target, {"pruned_accuracy": outcome.extra["pruned_accuracy"]})
-        return MethodOutcome(expand_to_original(original, outcome.student, outcome.plan, example), target, details)
+        return MethodOutcome(expand_to_original(original, outcome.student, outcome.plan, example), target, details, deployed=outcome.student)
 
 
 TP_MAGNITUDE = TorchPruningMethod("tp-magnitude")

@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..experiments import load_experiment, run_experiment
+from ..study import load_study, run_study
 from ..training.distributed import launched_by_torchrun
 
 
@@ -37,10 +37,10 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if launched_by_torchrun():
         raise ConfigError("vs-plugin experiment runs in one process (rows one after another); start it without torchrun")
-    config = load_experiment(args.config)
+    config = load_study(args.config)
     if args.seeds is not None:
-        config = dataclasses.replace(config, seeds=args.seeds)
-    run_experiment(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
+        config = config.with_seeds(args.seeds)
+    run_study(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
     print((args.out / "summary.md").read_text())
     print(f"wrote {args.out / 'summary.md'}, summary.csv, results.json and plots")
     return 0

@@ -107,12 +107,15 @@ class MethodOutcome:
         model: plain layers (no NNI wrappers, no variational layers), pruned weights exactly zero.
         target: the row's target sparsity; None when the method chose its own sparsity (the
             table then shows the achieved sparsity, marked as such).
-        details: anything worth recording in ``comparison.json`` (e.g. steps spent pruning).
+        details: anything worth recording in the results (e.g. steps spent pruning, ``pruned_accuracy``).
+        deployed: the model as deployed when it differs from ``model`` (a structured method's
+            physically smaller model); MACs and latency are measured on it.
     """
 
     model: nn.Module
     target: Optional[float]
     details: dict = field(default_factory=dict)
+    deployed: Optional[nn.Module] = None
 
 
 @runtime_checkable

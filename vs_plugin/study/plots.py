@@ -1,4 +1,4 @@
-"""PNG plots of an experiment, rendered to bytes (the runner writes them atomically).
+"""The study's one plotter: PNG plots, rendered to bytes (the runner writes them atomically).
 
 matplotlib's object API with the Agg canvas: no pyplot, no global backend change.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 from typing import Optional, Sequence
 
-from .rows import RowResult
+from .cells import RowResult
 from .summary import Summary
 
 
@@ -96,4 +96,36 @@ def threshold_curves(results: Sequence[RowResult], title: str) -> Optional[bytes
     axes.set_title(title, fontsize=10)
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=7)
+    return _figure_bytes(figure)
+
+
+def accuracy_vs_macs(summaries: Sequence[Summary], title: str) -> Optional[bytes]:
+    """Left: accuracy against MAC reduction; right: measured CPU speed-up (error bars = std over
+    seeds, the teacher as a reference line); None when no row measured MACs."""
+    full = [s for s in summaries if "mac_reduction_vs_teacher" in s.measures and s.fraction == max(x.fraction for x in summaries)]
+    if not full:
+        return None
+    figure = _figure(11, 4.2)
+    left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    methods = dict.fromkeys(s.label.split(" @ ")[0] for s in full)
+    batches = sorted({b for s in full for b in s.measures.get("speedup", {})}, key=int)
+    for index, method in enumerate(methods):
+        points = sorted((s for s in full if s.label.split(" @ ")[0] == method), key=lambda s: s.measures["mac_reduction_vs_teacher"].mean)
+        xs = [100 * s.measures["mac_reduction_vs_teacher"].mean for s in points]
+        style = ("-o", "--s", "-.^", ":D", "-v")[index % 5]
+        left.errorbar(xs, [100 * s.accuracy.mean for s in points], yerr=[100 * s.accuracy.std for s in points], fmt=style, capsize=3, label=method)
+        for batch in batches:
+            speedups = [s.measures.get("speedup", {}).get(batch) for s in points]
+            if all(v is not None for v in speedups):
+                right.errorbar(xs, [v.mean for v in speedups], yerr=[v.std for v in speedups], fmt=style, capsize=3,
+                               alpha=1.0 if batch == batches[0] else 0.5, label=f"{method}, batch {batch}")
+    left.axhline(100 * full[0].teacher_accuracy.mean, color="grey", linestyle="--", linewidth=1, label="teacher (dense)")
+    right.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    left.set_ylabel("top-1 accuracy (%)")
+    right.set_ylabel("CPU speed-up vs the teacher (measured)")
+    for axes in (left, right):
+        axes.set_xlabel("MAC reduction vs the teacher (%)")
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
     return _figure_bytes(figure)

@@ -1,4 +1,4 @@
-"""Run an experiment: every row for every seed (and training fraction), resumable row by row.
+"""Run a study: every row for every seed (and training fraction), resumable cell by cell.
 
 Layout of the output folder::
 
@@ -10,7 +10,7 @@ Layout of the output folder::
 A second run with the same output folder reuses finished teachers and rows, so an interrupted
 experiment continues where it stopped, but only when they were computed from the same settings:
 each teacher has ``teachers/seed-<s>.json`` and each row file its ``inputs``, and any difference
-is refused before anything runs (:mod:`vs_plugin.experiments.keys`); ``overwrite`` starts afresh.
+is refused before anything runs (:mod:`vs_plugin.study.keys`); ``overwrite`` starts afresh.
 Two runs never share the folder (it is locked).
 """
 
@@ -28,10 +28,10 @@ from ..data.registry import load_dataset
 from ..errors import ConfigError
 from ..io import atomic_torch_save, atomic_write, atomic_write_json, output_error
 from ..folder_lock import FolderLock
-from .config import ExperimentConfig, RowSpec
+from .config import StudyConfig, RowSpec
 from .keys import TEACHER_FORMAT, check_inputs, read_teacher_inputs, row_inputs, teacher_inputs, teacher_record_path
-from .plots import accuracy_vs_compression, low_data, threshold_curves
-from .rows import MethodRows, RowResult, run_compress_row, run_kd_row, train_teacher
+from .plots import accuracy_vs_compression, accuracy_vs_macs, low_data, threshold_curves
+from .cells import RowResult, SeedCells, run_compress_row, train_teacher
 from .summary import summarise, to_csv, to_markdown
 
 RESULTS_FORMAT = "vs-plugin-experiment/1"
@@ -45,7 +45,9 @@ def _teacher_path(out_dir: Path, seed: int) -> Path:
     return out_dir / "teachers" / f"seed-{seed}.pt"
 
 
-def _teacher(config: ExperimentConfig, bundle, seed: int, out_dir: Path, log: Callable[[str], None]) -> Path:
+def _teacher(config: StudyConfig, bundle, seed: int, out_dir: Path, log: Callable[[str], None]) -> Path:
+    if config.teacher_checkpoint is not None:
+        return config.teacher_checkpoint
     path = _teacher_path(out_dir, seed)
     if not path.exists():
         state, accuracy = train_teacher(config, bundle, seed)
@@ -61,9 +63,9 @@ def _read_row(path: Path) -> tuple[RowResult, Optional[dict]]:
     return RowResult.from_dict(data), inputs
 
 
-def check_finished(config: ExperimentConfig, out_dir: Path) -> None:
+def check_finished(config: StudyConfig, out_dir: Path) -> None:
     """Before anything runs: every finished teacher and row in ``out_dir`` must come from the
-    current settings (see :mod:`vs_plugin.experiments.keys`)."""
+    current settings (see :mod:`vs_plugin.study.keys`)."""
     for seed in config.seeds:
         teacher = _teacher_path(out_dir, seed)
         if teacher.exists():
@@ -75,8 +77,8 @@ def check_finished(config: ExperimentConfig, out_dir: Path) -> None:
                     check_inputs(path, _read_row(path)[1], row_inputs(config, row, seed, fraction))
 
 
-def run_experiment(
-    config: ExperimentConfig, out_dir: Path, *, overwrite: bool = False, progress: bool = True, log: Optional[Callable[[str], None]] = None
+def run_study(
+    config: StudyConfig, out_dir: Path, *, overwrite: bool = False, progress: bool = True, log: Optional[Callable[[str], None]] = None
 ) -> list[RowResult]:
     """Run (or continue) ``config`` in ``out_dir``; returns every row result."""
     log = log or (tqdm.write if progress else (lambda message: None))
@@ -98,14 +100,14 @@ def run_experiment(
         lock.release()
 
 
-def _run_all(config: ExperimentConfig, out_dir: Path, progress: bool, log: Callable[[str], None]) -> list[RowResult]:
-    bundle = load_dataset(config.dataset, config.data_dir)
+def _run_all(config: StudyConfig, out_dir: Path, progress: bool, log: Callable[[str], None]) -> list[RowResult]:
+    bundle = load_dataset(config.dataset, config.data_dir, image_size=config.image_size)
     results: list[RowResult] = []
     total = len(config.seeds) * len(config.train_fractions) * len(config.rows)
     with tqdm(total=total, desc=config.name, unit="row", disable=not bars_enabled(progress), dynamic_ncols=True) as bar:
         for seed in config.seeds:
             teacher_path = _teacher(config, bundle, seed, out_dir, log)
-            method_rows = MethodRows(config, seed, teacher_path)
+            cells: list[SeedCells] = []  # built when the seed's first unfinished kd or method cell needs it
             for fraction in config.train_fractions:
                 finished: dict[str, RowResult] = {}
                 for row in config.rows:
@@ -114,7 +116,7 @@ def _run_all(config: ExperimentConfig, out_dir: Path, progress: bool, log: Calla
                     if path.exists():
                         result = _read_row(path)[0]
                     else:
-                        result = _run_row(config, row, seed, fraction, teacher_path, bundle, method_rows, finished)
+                        result = _run_row(config, row, seed, fraction, teacher_path, bundle, cells, finished)
                         atomic_write_json(path, {**result.to_dict(), "inputs": row_inputs(config, row, seed, fraction)})
                         log(
                             f"{row.label} (seed {seed}, {100 * fraction:g}% data): {100 * result.accuracy:.2f}%, "
@@ -127,16 +129,18 @@ def _run_all(config: ExperimentConfig, out_dir: Path, progress: bool, log: Calla
     return results
 
 
-def _run_row(config, row, seed, fraction, teacher_path, bundle, method_rows, finished) -> RowResult:
+def _run_row(config, row, seed, fraction, teacher_path, bundle, cells: list, finished) -> RowResult:
     if row.kind == "compress":
         return run_compress_row(config, row, seed, fraction, teacher_path)
+    if not cells:
+        cells.append(SeedCells(config, seed, teacher_path, bundle))
     if row.kind == "kd":
-        return run_kd_row(config, row, seed, fraction, teacher_path, bundle)
+        return cells[0].run_kd(row, fraction)
     target = row.target if row.match is None else finished[row.match].sparsity
-    return method_rows.run(row, round(float(target), 6), fraction)
+    return cells[0].run_method(row, None if target is None else round(float(target), 6), fraction)
 
 
-def _notes(config: ExperimentConfig) -> list[str]:
+def _notes(config: StudyConfig) -> list[str]:
     epochs = f"{config.epochs} epochs" + (
         f" ({', '.join(f'{100 * f:g}%: {e}' for f, e in sorted(config.epochs_by_fraction.items()))} epochs by training fraction)"
         if config.epochs_by_fraction else ""
@@ -145,16 +149,26 @@ def _notes(config: ExperimentConfig) -> list[str]:
         f"mean ± sample standard deviation over seeds {', '.join(map(str, config.seeds))}" if len(config.seeds) > 1
         else f"a single seed ({config.seeds[0]}), so no spread is given"
     )
-    return [
-        f"{seeds}; one teacher per seed ({config.teacher}, {config.teacher_epochs} epochs on the full training set).",
+    teacher = (
+        f"the teacher loaded from {config.teacher_checkpoint}" if config.teacher_checkpoint is not None
+        else f"one teacher per seed ({config.teacher}, {config.teacher_epochs} epochs on "
+        + ("the full training set" if config.teacher_train_fraction == 1 else f"{100 * config.teacher_train_fraction:g}% of the training set") + ")"
+    )
+    notes = [
+        f"{seeds}; {teacher}.",
         f"budget per row: {epochs}, batch {config.batch_size}, Adam lr {config.lr}; compress rows train the student from scratch; "
         f"kd rows train a dense student with CE + {config.kd_weight} KD (T = {config.temperature}); method rows prune a dense "
         f"student first trained {config.dense_student_epochs} epochs with CE + KD, then fine-tune for the budget.",
         "sparsity and compression count Linear/Conv weights; memory: sparse students as CSR, dense students and the teacher as dense fp32.",
     ]
+    if "macs" in config.metrics:
+        notes.append("MACs and params: torch-pruning's counter for one sample, of the model as deployed (structured methods: physically pruned).")
+    if "latency" in config.metrics:
+        notes.append("speed-up: CPU, median latency of the teacher over the student's, the two timed interleaved in one process.")
+    return notes
 
 
-def write_outputs(config: ExperimentConfig, results: list[RowResult], out_dir: Path) -> None:
+def write_outputs(config: StudyConfig, results: list[RowResult], out_dir: Path) -> None:
     """Tables, plots and the raw results; all rendered before any is written."""
     summaries = summarise(results)
     title = f"{config.name}: {config.dataset}, teacher {config.teacher}"
@@ -163,7 +177,8 @@ def write_outputs(config: ExperimentConfig, results: list[RowResult], out_dir: P
         "summary.csv": to_csv(results).encode(),
         "accuracy_vs_compression.png": accuracy_vs_compression(summaries, title),
     }
-    for name, render in (("low_data.png", low_data(summaries, title)), ("threshold_curves.png", threshold_curves(results, title))):
+    for name, render in (("low_data.png", low_data(summaries, title)), ("threshold_curves.png", threshold_curves(results, title)),
+                         ("accuracy_vs_macs.png", accuracy_vs_macs(summaries, title))):
         if render is not None:
             files[name] = render
     for name, payload in files.items():
@@ -171,4 +186,4 @@ def write_outputs(config: ExperimentConfig, results: list[RowResult], out_dir: P
     atomic_write_json(out_dir / "results.json", {"format": RESULTS_FORMAT, "name": config.name, "results": [r.to_dict() for r in results]})
 
 
-__all__ = ["run_experiment", "write_outputs"]
+__all__ = ["run_study", "write_outputs"]

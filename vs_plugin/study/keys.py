@@ -1,4 +1,4 @@
-"""What a finished teacher or row of an experiment was computed from, so that a rerun reuses it
+"""What a finished teacher or row of a study was computed from, so that a rerun reuses it
 only under the same settings.
 
 Each teacher file ``teachers/seed-<s>.pt`` gets ``teachers/seed-<s>.json`` and each row result
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ConfigError
-from .config import ExperimentConfig, RowSpec
+from .config import StudyConfig, RowSpec
 
 TEACHER_FORMAT = "vs-plugin-experiment-teacher/1"
 
@@ -25,16 +25,20 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, sort_keys=True))
 
 
-def teacher_inputs(config: ExperimentConfig, seed: int) -> dict:
+def teacher_inputs(config: StudyConfig, seed: int) -> dict:
     """Everything a seed's teacher depends on."""
-    return _plain({
+    inputs = {
         "dataset": config.dataset, "data_dir": config.data_dir, "teacher": config.teacher,
         "teacher_epochs": config.teacher_epochs, "teacher_lr": config.teacher_lr, "batch_size": config.batch_size,
-        "device": config.settings.get("device", "auto"), "seed": seed,
-    })
+        "device": config.device, "seed": seed,
+    }
+    for key, default in (("image_size", None), ("teacher_checkpoint", None), ("teacher_train_fraction", 1.0)):
+        if getattr(config, key) != default:  # recorded only when set, so older finished studies still match
+            inputs[key] = getattr(config, key)
+    return _plain(inputs)
 
 
-def row_inputs(config: ExperimentConfig, row: RowSpec, seed: int, fraction: float) -> dict:
+def row_inputs(config: StudyConfig, row: RowSpec, seed: int, fraction: float) -> dict:
     """Everything one row's result depends on (its teacher's inputs included)."""
     inputs: dict = {
         "teacher": teacher_inputs(config, seed),
@@ -46,6 +50,8 @@ def row_inputs(config: ExperimentConfig, row: RowSpec, seed: int, fraction: floa
         "kd_weight": config.kd_weight,
         "temperature": config.temperature,
     }
+    if config.metrics != ("accuracy", "footprint"):
+        inputs["metrics"] = {"names": config.metrics, "latency": dict(config.latency)}
     if row.kind == "compress":
         inputs["compress_settings"] = config.compress_settings(row, seed, fraction).to_dict()
     if row.kind == "method":
