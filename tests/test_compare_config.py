@@ -6,7 +6,6 @@ import yaml
 from vs_plugin.cli.main import main
 from vs_plugin.compare import compare_config_from_mapping, get_method, method_names, register_method, unregister_method
 from vs_plugin.compare.config import load_compare_config
-from vs_plugin.compare.runner import plan_runs
 from vs_plugin.errors import ConfigError, UnknownNameError
 
 NNI_METHODS = {"variational_student", "level", "l1", "l2", "fpgm", "taylor", "movement", "slim"}
@@ -99,7 +98,7 @@ BAD_METHODS = {
 def test_bad_method_entries_fail_when_planned(case):
     entry, message = BAD_METHODS[case]
     with pytest.raises(ConfigError, match=message):
-        plan_runs(compare_config_from_mapping(minimal(methods=[entry])))
+        compare_config_from_mapping(minimal(methods=[entry])).to_study("c")
 
 
 def test_plans_cover_every_target_and_the_threshold_run():
@@ -108,23 +107,30 @@ def test_plans_cover_every_target_and_the_threshold_run():
         {"name": "variational_student", "label": "vs-ratio", "targets": [0.8]},
         {"name": "level", "config_list": [{"op_types": ["Linear"]}]},
     ]))
-    assert [(run.entry.label, run.target) for run in plan_runs(config)] == [
-        ("variational_student", None), ("vs-ratio", 0.8), ("level", 0.5), ("level", 0.9),
+    assert [(row.label, row.target) for row in config.to_study("c", reference_rows=False).rows] == [
+        ("variational_student", None), ("vs-ratio @ 0.8", 0.8), ("level @ 0.5", 0.5), ("level @ 0.9", 0.9),
     ]
+    assert config.to_study("c").rows[0].label == "dense student"  # the shared starting student, as a reference row
 
 
-def test_train_fraction_is_validated_and_applies_to_the_students_only():
+def test_train_fraction_is_validated_and_applies_to_the_students_only(tmp_path):
     import torch
 
     from vs_plugin.compare.config import compare_config_from_mapping
-    from vs_plugin.compare.runner import prepare
     from vs_plugin.data import load_dataset
+    from vs_plugin.models import InputSpec, build_model
+    from vs_plugin.study.cells import SeedCells
 
     base = {"dataset": "digits", "teacher": "mlp:in-16-out", "student": "mlp:in-8-out", "teacher_epochs": 1,
             "dense_student_epochs": 1, "epochs": 1, "methods": [{"name": "level", "config_list": [{"op_types": ["Linear"]}]}]}
     for bad in (0, 1.5, "half"):
         with pytest.raises(ConfigError, match="train_fraction"):
             compare_config_from_mapping({**base, "train_fraction": bad})
-    prepared = prepare(compare_config_from_mapping({**base, "train_fraction": 0.2}), progress=False)
+    study = compare_config_from_mapping({**base, "train_fraction": 0.2, "device": "cpu"}).to_study("c")
+    assert study.train_fractions == (0.2,) and study.teacher_train_fraction == 1.0
+    teacher = tmp_path / "teacher.pt"
+    torch.save(build_model("mlp:in-16-out", InputSpec(1, 8, 8, 10)).state_dict(), teacher)
+    cells = SeedCells(study, 0, teacher, load_dataset("digits"))
+    context = cells.context(study.rows[-1], 0.2)
     labels = load_dataset("digits").train.tensors[1]
-    assert prepared.context.num_train_samples == sum(round(0.2 * int(n)) for n in torch.bincount(labels))
+    assert context.num_train_samples == sum(round(0.2 * int(n)) for n in torch.bincount(labels))

@@ -7,9 +7,11 @@ import pytest
 import yaml
 
 from vs_plugin.cli.main import main
+import json
+
 from vs_plugin.compare.config import load_compare_config
-from vs_plugin.compare.runner import OUTPUT_FILES, _check_student, plan_runs
-from vs_plugin.models.registry import InputSpec, build_model
+from vs_plugin.models.registry import InputSpec
+from vs_plugin.study.runner import check_students
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "configs").glob("compare-*.yaml"))
@@ -48,26 +50,29 @@ def read_rows(path):
 def test_compare_writes_markdown_csv_and_plot(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["compare", "--config", str(write_config(tmp_path, TINY)), "--out", str(out), "--quiet"]) == 0
-    rows = read_rows(out / "comparison.csv")
-    assert [(r["method"], r["target"]) for r in rows] == [
-        ("teacher", ""), ("dense student", ""), ("variational_student", rows[2]["target"]),
-        ("level", "0.5"), ("level", "0.8"), ("l1-neurons", "0.5"),
+    rows = read_rows(out / "summary.csv")
+    assert [(r["label"], r["target"]) for r in rows] == [
+        ("dense student", ""), ("variational_student", ""), ("level @ 0.5", "0.5"), ("level @ 0.8", "0.8"), ("l1-neurons @ 0.5", "0.5"),
     ]
-    assert rows[2]["target_from"] == "achieved" and rows[2]["target"] == rows[2]["sparsity"]
-    teacher_weights = int(rows[0]["nnz"])
-    for row in rows[2:]:
+    teacher_weights = 64 * 64 + 64 * 10
+    for row in rows:
         assert 0 <= float(row["accuracy"]) <= 1 and float(row["wall_time_s"]) > 0
         assert float(row["compression_vs_teacher"]) == pytest.approx(teacher_weights / int(row["nnz"]), rel=1e-5)
-    level = [r for r in rows if r["method"] == "level"]
-    student_weights = int(rows[1]["nnz"])
+    level = [r for r in rows if r["label"].startswith("level")]
+    student_weights = int(rows[0]["nnz"])
     assert [int(r["nnz"]) for r in level] == [student_weights - int(64 * 32 * t) - int(32 * 10 * t) for t in (0.5, 0.8)]
-    markdown = (out / "comparison.md").read_text()
-    assert "| level | 0.800 |" in markdown and "| variational_student |" in markdown and "CSR" in markdown
-    assert (out / "comparison.png").read_bytes().startswith(PNG_MAGIC)
-    assert (out / "teacher.pt").is_file() and (out / "comparison.json").is_file()
+    markdown = (out / "summary.md").read_text()
+    assert "| level @ 0.8 |" in markdown and "| variational_student |" in markdown and "CSR" in markdown
+    assert (out / "accuracy_vs_compression.png").read_bytes().startswith(PNG_MAGIC)
+    assert (out / "teachers" / "seed-0.pt").is_file() and (out / "results.json").is_file()
     assert "wrote" in capsys.readouterr().out
-    # A second run into the same folder needs --overwrite.
-    assert main(["compare", "--config", str(write_config(tmp_path, TINY)), "--out", str(out), "--quiet"]) == 2
+    # A second run into the same folder reads the finished rows back instead of recomputing them.
+    stamp = (out / "results.json").stat().st_mtime_ns
+    cells = sorted((out / "rows").rglob("*.json"))
+    stamps = [cell.stat().st_mtime_ns for cell in cells]
+    assert main(["compare", "--config", str(write_config(tmp_path, TINY)), "--out", str(out), "--quiet"]) == 0
+    assert [cell.stat().st_mtime_ns for cell in cells] == stamps and (out / "results.json").stat().st_mtime_ns >= stamp
+    assert json.loads((out / "results.json").read_text())["results"][0]["label"] == "dense student"
 
 
 def test_a_config_list_selecting_nothing_fails_before_training_and_writes_nothing(tmp_path, capsys):
@@ -75,15 +80,15 @@ def test_a_config_list_selecting_nothing_fails_before_training_and_writes_nothin
     out = tmp_path / "out"
     assert main(["compare", "--config", str(write_config(tmp_path, data)), "--out", str(out), "--quiet"]) == 2
     assert "selects no module" in capsys.readouterr().err
-    assert not any((out / name).exists() for name in OUTPUT_FILES)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_shipped_configs_are_valid_for_their_student(path):
     config = load_compare_config(path)
-    runs = plan_runs(config)
-    assert {run.entry.name for run in runs} >= {"variational_student", "level", "l1"}
-    _check_student(runs, build_model(config.student, INPUTS[config.dataset]))
+    study = config.to_study(path.stem)
+    assert {row.method for row in study.rows} >= {"variational_student", "level", "l1"}
+    check_students(study, INPUTS[config.dataset])
 
 
 @pytest.mark.slow
@@ -92,5 +97,5 @@ def test_shipped_digits_config_runs_end_to_end(tmp_path):
     args = ["compare", "--config", str(ROOT / "configs" / "compare-digits.yaml"), "--out", str(out), "--quiet",
             "--epochs", "1", "--teacher-epochs", "1", "--dense-student-epochs", "1"]
     assert main(args) == 0
-    methods = {row["method"] for row in read_rows(out / "comparison.csv")}
-    assert methods == {"teacher", "dense student", "variational_student", "variational_student-ratio", "level", "l1", "taylor", "movement"}
+    methods = {row["label"].split(" @ ")[0] for row in read_rows(out / "summary.csv")}
+    assert methods == {"dense student", "variational_student", "variational_student-ratio", "level", "l1", "taylor", "movement"}

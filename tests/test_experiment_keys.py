@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from vs_plugin.cli.main import main
+from vs_plugin.errors import ConfigError
 from vs_plugin.folder_lock import FolderLock
 
 SMALL = {
@@ -96,27 +97,18 @@ def test_two_experiments_on_one_folder(tmp_path, capsys):
         lock.release()
 
 
-def test_compare_cache_is_keyed_by_the_teacher_file_content(tmp_path):
-    """NNI trials share the prepared teacher through a cache keyed by settings: a teacher
-    checkpoint rewritten at the same path must not be served from the cache."""
-    import torch
-
+def test_tuning_trials_share_one_teacher_only_under_the_same_settings(tmp_path):
+    """NNI trials share the teacher trained in the experiment's folder (``shared_teacher``); a trial
+    whose teacher settings differ is refused, never served the other teacher."""
     from vs_plugin.compare.config import compare_config_from_mapping
-    from vs_plugin.compare.runner import prepare
-    from vs_plugin.models import InputSpec, build_model
+    from vs_plugin.study.runner import shared_teacher
 
-    path = tmp_path / "teacher.pt"
-    torch.manual_seed(1)
-    torch.save(build_model("mlp:in-64-out", InputSpec(1, 8, 8, 10)).state_dict(), path)
-    config = compare_config_from_mapping({
-        "dataset": "digits", "teacher": "mlp:in-64-out", "student": "mlp:in-32-out", "teacher_checkpoint": str(path),
-        "dense_student_epochs": 0, "epochs": 1, "device": "cpu", "methods": [{"name": "level", "config_list": [{"op_types": ["Linear"]}]}],
-    })
-    first = prepare(config, progress=False, cache_dir=tmp_path)
-    torch.manual_seed(2)
-    replacement = build_model("mlp:in-64-out", InputSpec(1, 8, 8, 10)).state_dict()
-    torch.save(replacement, path)
-    second = prepare(config, progress=False, cache_dir=tmp_path)
-    loaded = second.context.teacher.state_dict()
-    assert all(torch.equal(loaded[k], replacement[k]) for k in replacement)
-    assert not torch.equal(first.context.teacher.state_dict()["1.weight"], loaded["1.weight"])
+    base = {"dataset": "digits", "teacher": "mlp:in-16-out", "student": "mlp:in-8-out", "teacher_epochs": 1,
+            "dense_student_epochs": 0, "epochs": 1, "device": "cpu", "methods": [{"name": "level", "config_list": [{"op_types": ["Linear"]}]}]}
+    study = compare_config_from_mapping(base).to_study("trial")
+    first = shared_teacher(study, tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert shared_teacher(study, tmp_path) == first and first.stat().st_mtime_ns == stamp  # trained once
+    other = compare_config_from_mapping({**base, "teacher_epochs": 2}).to_study("trial")
+    with pytest.raises(ConfigError, match="computed with other settings"):
+        shared_teacher(other, tmp_path)

@@ -33,9 +33,9 @@ def test_compare_row_lands_exactly_on_the_target_and_learns(tmp_path, registered
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
     assert main(["compare", "--config", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
-    with open(tmp_path / "out" / "comparison.csv", newline="") as handle:
-        rows = {r["method"]: r for r in csv.DictReader(handle)}
-    row = rows["gradual_magnitude"]
+    with open(tmp_path / "out" / "summary.csv", newline="") as handle:
+        rows = {r["label"]: r for r in csv.DictReader(handle)}
+    row = rows["gradual_magnitude @ 0.9"]
     assert int(row["nnz"]) == keep_count(64 * 32 + 32 * 10, 0.9)
     assert float(row["accuracy"]) > 0.5  # ten classes: far above chance
     assert row["near_chance"] == "False"

@@ -5,7 +5,6 @@ import json
 import pytest
 
 from vs_plugin.cli.main import main
-from vs_plugin.compare.tables import ResultRow, to_markdown as compare_markdown
 from vs_plugin.study.cells import RowResult
 from vs_plugin.study.summary import summarise, to_markdown as experiment_markdown
 from vs_plugin.metrics.health import health_warnings, is_near_chance
@@ -36,10 +35,10 @@ def test_a_collapsed_run_says_so_in_the_report_and_the_summary(tmp_path, capsys)
 
 
 def test_tables_mark_rows_near_chance():
-    row = dict(target=0.9, target_from="config", nnz=10, sparsity=0.9, compression_vs_teacher=10.0, memory_bytes=100, wall_time_s=1.0)
-    table = compare_markdown([ResultRow(method="a", accuracy=0.1, near_chance=True, **row), ResultRow(method="b", accuracy=0.9, **row)], "t")
-    assert table.count("(near chance)") == 1
     result = dict(kind="compress", fraction=1.0, epochs=1, teacher_accuracy=0.9, nnz=10, weights=100, sparsity=0.9,
                   compression_vs_teacher=10.0, memory_bytes=100, memory_reduction_vs_teacher=5.0, wall_time_s=1.0)
     rows = [RowResult(label="vs", seed=s, accuracy=0.1 if s else 0.8, near_chance=bool(s), **result) for s in (0, 1, 2)]
     assert "(near chance in 2 of 3 seeds)" in experiment_markdown(summarise(rows), "t")
+    # one seed (a comparison): the row with a student at chance is marked, the other is not
+    single = [RowResult(label=label, seed=0, accuracy=a, near_chance=a < 0.2, **result) for label, a in (("a", 0.1), ("b", 0.9))]
+    assert experiment_markdown(summarise(single), "t").count("(near chance in 1 of 1 seeds)") == 1

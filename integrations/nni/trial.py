@@ -24,15 +24,17 @@ import argparse
 import dataclasses
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import nni
 
 from vs_plugin.compare.config import CompareConfig, MethodEntry, load_compare_config
-from vs_plugin.compare.runner import plan_runs, prepare, run_one
-from vs_plugin.compare.tables import ResultRow
 from vs_plugin.errors import ConfigError, VSPluginError
+from vs_plugin.study import run_study
+from vs_plugin.study.cells import RowResult
+from vs_plugin.study.runner import shared_teacher
 
 from .config import OBJECTIVE_KEYS
 from .methods.common import SPARSITY_KEYS
@@ -77,7 +79,7 @@ def pick_entry(config: CompareConfig, label: Optional[str]) -> MethodEntry:
     return candidates[0]
 
 
-def trial_metrics(row: ResultRow, min_compression: float) -> dict[str, float]:
+def trial_metrics(row: RowResult, min_compression: float) -> dict[str, float]:
     """What the trial reports; ``default`` is the score the tuner maximises."""
     compression = row.compression_vs_teacher
     score = row.accuracy if compression >= min_compression else row.accuracy * compression / min_compression
@@ -90,12 +92,17 @@ def shared_cache_dir() -> Optional[Path]:
     return Path(output).parent.parent if output else None
 
 
-def run_trial(config: CompareConfig, entry: MethodEntry, min_compression: float, cache_dir: Optional[Path]) -> dict[str, float]:
-    config = config.replace(methods=(entry,))
-    runs = plan_runs(config)
-    prepared = prepare(config, runs, progress=False, log=print, cache_dir=cache_dir)
-    row, _ = run_one(prepared, runs[0], seed=config.seed, progress=False)
-    return trial_metrics(row, min_compression)
+def run_trial(config: CompareConfig, entry: MethodEntry, min_compression: float, cache_dir: Optional[Path],
+              out_dir: Optional[Path] = None) -> dict[str, float]:
+    """One trial: the entry as a one-row study in ``out_dir`` (the trial's NNI folder, or a
+    temporary one); the teacher is trained once into ``cache_dir`` and shared by every trial."""
+    study = config.replace(methods=(entry,)).to_study("trial", reference_rows=False)
+    if study.teacher_checkpoint is None and cache_dir is not None:
+        study = dataclasses.replace(study, teacher_checkpoint=shared_teacher(study, Path(cache_dir), log=print))
+    if out_dir is None:
+        with tempfile.TemporaryDirectory(prefix="vs-plugin-trial-") as folder:
+            return trial_metrics(run_study(study, Path(folder), progress=False)[-1], min_compression)
+    return trial_metrics(run_study(study, out_dir, progress=False, log=print)[-1], min_compression)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -109,7 +116,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parameters = nni.get_next_parameter() or {}
         entry = apply_parameters(pick_entry(config, args.method), parameters)
         print(f"trial parameters: {parameters}", flush=True)
-        metrics = run_trial(config, entry, args.min_compression, shared_cache_dir())
+        trial_dir = os.environ.get("NNI_OUTPUT_DIR")
+        metrics = run_trial(config, entry, args.min_compression, shared_cache_dir(), Path(trial_dir) / "study" if trial_dir else None)
     except VSPluginError as error:
         print(f"vs-plugin trial: error: {error}", file=sys.stderr)
         return 2

@@ -1,14 +1,13 @@
-"""Side-by-side comparison of compression methods (``vs-plugin compare``); torch only.
+"""Compression methods and the compare config; the methods run in the one study engine
+(:mod:`vs_plugin.study`), which ``vs-plugin compare`` uses with one seed.
 
-Methods are found by name through the ``vs_plugin.methods`` entry-point group (the NNI pruners
-and the NNI-based Variational Student register there from ``vs_plugin.integrations.nni``).
+Methods are found by name through the ``vs_plugin.methods`` entry-point group (the NNI pruners,
+the NNI-based Variational Student, gradual magnitude and the torch-pruning methods register there).
 """
 
 from .config import CompareConfig, MethodEntry, compare_config_from_mapping, load_compare_config
 from .method import CompressionMethod, MethodContext, MethodOutcome, TrainingBudget
-from .registry import ENTRY_POINT_GROUP, get_method, method_names, register_method, unregister_method
-from .runner import run_comparison
-from .tables import ResultRow
+from .registry import ENTRY_POINT_GROUP, METHODS, get_method, method_names, register_method, unregister_method
 
 __all__ = [
     "CompareConfig",
@@ -20,10 +19,9 @@ __all__ = [
     "MethodOutcome",
     "TrainingBudget",
     "ENTRY_POINT_GROUP",
+    "METHODS",
     "get_method",
     "method_names",
     "register_method",
     "unregister_method",
-    "run_comparison",
-    "ResultRow",
 ]

@@ -95,6 +95,34 @@ class CompareConfig:
         _check_values(config)
         return config
 
+    def to_study(self, name: str, reference_rows: bool = True) -> "StudyConfig":
+        """This comparison as a study of the one engine: one seed, a row per (method, target), and
+        (``reference_rows``) the dense starting student as a ``kd`` row of ``dense_student_epochs``."""
+        from ..compare.registry import get_method
+        from ..study.config import parse_study
+
+        rows: list[dict] = []
+        if reference_rows and self.dense_student_epochs > 0:
+            rows.append({"label": "dense student", "method": "kd", "epochs": self.dense_student_epochs})
+        for entry in self.methods:
+            for target in get_method(entry.name).plan(entry, self.targets):
+                row = {"label": entry.label, "method": entry.name, "config_list": [dict(e) for e in entry.config_list],
+                       "options": dict(entry.options)}
+                if target is not None:
+                    row.update(label=f"{entry.label} @ {target:g}", target=target)
+                rows.append(row)
+        data = {
+            "name": name, "dataset": self.dataset, "teacher": self.teacher, "student": self.student,
+            "teacher_epochs": self.teacher_epochs, "teacher_lr": self.teacher_lr, "seeds": [self.seed],
+            "train_fractions": [self.train_fraction], "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+            "kd_weight": self.kd_weight, "temperature": self.temperature, "dense_student_epochs": self.dense_student_epochs,
+            "settings": {"device": self.device}, "rows": rows,
+        }
+        for key in ("data_dir", "teacher_checkpoint", "image_size"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        return parse_study(data)
+
 
 _POSITIVE_INTS = ("epochs", "batch_size")
 _NON_NEGATIVE_INTS = ("teacher_epochs", "dense_student_epochs", "seed", "num_workers")

@@ -28,7 +28,9 @@ from ..data.registry import load_dataset
 from ..errors import ConfigError
 from ..io import atomic_torch_save, atomic_write, atomic_write_json, output_error
 from ..folder_lock import FolderLock
-from .config import StudyConfig, RowSpec
+from ..compare.registry import get_method
+from ..models.registry import build_model
+from .config import TEACHER_COPY, RowSpec, StudyConfig
 from .keys import TEACHER_FORMAT, check_inputs, read_teacher_inputs, row_inputs, teacher_inputs, teacher_record_path
 from .plots import accuracy_vs_compression, accuracy_vs_macs, low_data, threshold_curves
 from .cells import RowResult, SeedCells, run_compress_row, train_teacher
@@ -55,6 +57,17 @@ def _teacher(config: StudyConfig, bundle, seed: int, out_dir: Path, log: Callabl
         atomic_torch_save(path, state)
         log(f"seed {seed}: teacher {config.teacher} trained {config.teacher_epochs} epochs, {100 * accuracy:.2f}%")
     return path
+
+
+def shared_teacher(config: StudyConfig, folder: Path, log: Callable[[str], None] = lambda message: None) -> Path:
+    """The first seed's teacher in ``folder/teachers/`` (trained when missing, refused when it was
+    trained with other settings): how NNI trials of one tuning experiment share one teacher."""
+    seed = config.seeds[0]
+    path = _teacher_path(folder, seed)
+    if path.exists():
+        check_inputs(path, read_teacher_inputs(path), teacher_inputs(config, seed))
+        return path
+    return _teacher(config, load_dataset(config.dataset, config.data_dir, image_size=config.image_size), seed, folder, log)
 
 
 def _read_row(path: Path) -> tuple[RowResult, Optional[dict]]:
@@ -85,6 +98,8 @@ def run_study(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"output path {out_dir} exists and is not a folder")
+    bundle = load_dataset(config.dataset, config.data_dir, image_size=config.image_size)
+    check_students(config, bundle.spec)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -95,13 +110,24 @@ def run_study(
             for name in ("rows", "teachers"):
                 shutil.rmtree(out_dir / name, ignore_errors=True)
         check_finished(config, out_dir)
-        return _run_all(config, out_dir, progress, log)
+        return _run_all(config, bundle, out_dir, progress, log)
     finally:
         lock.release()
 
 
-def _run_all(config: StudyConfig, out_dir: Path, progress: bool, log: Callable[[str], None]) -> list[RowResult]:
-    bundle = load_dataset(config.dataset, config.data_dir, image_size=config.image_size)
+def check_students(config: StudyConfig, spec) -> None:
+    """Before anything is trained or written: each method row's config_list must select something
+    in its student (the method's optional ``check_student``)."""
+    for row in config.rows:
+        if row.kind != "method":
+            continue
+        check = getattr(get_method(row.method), "check_student", None)
+        if check is not None:
+            name = config.teacher if row.student == TEACHER_COPY else row.student
+            check(row.entry(), build_model(name, spec))
+
+
+def _run_all(config: StudyConfig, bundle, out_dir: Path, progress: bool, log: Callable[[str], None]) -> list[RowResult]:
     results: list[RowResult] = []
     total = len(config.seeds) * len(config.train_fractions) * len(config.rows)
     with tqdm(total=total, desc=config.name, unit="row", disable=not bars_enabled(progress), dynamic_ncols=True) as bar:

@@ -160,7 +160,7 @@ def _flat_measures(measures: dict) -> dict:
 def to_csv(results: Sequence[RowResult]) -> str:
     buffer = io.StringIO()
     columns = ["label", "kind", "fraction", "seed", "epochs", "accuracy", "teacher_accuracy", "nnz", "weights", "sparsity",
-               "compression_vs_teacher", "memory_bytes", "memory_reduction_vs_teacher", "target", "wall_time_s"]
+               "compression_vs_teacher", "memory_bytes", "memory_reduction_vs_teacher", "target", "wall_time_s", "near_chance"]
     flat = [_flat_measures(r.measures) for r in results]
     columns += list(dict.fromkeys(name for measures in flat for name in measures))
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
