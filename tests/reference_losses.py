@@ -1,4 +1,4 @@
-"""Independent NumPy implementations of the loss formulas of METHOD.md, used to produce and
+"""Independent NumPy implementations of the loss formulas of docs/method.md, used to produce and
 check the golden values in ``fixtures/golden_losses.json``. Written from the formulas, with
 explicit loops where that makes them easy to read, not from the package's code."""
 

@@ -1,6 +1,6 @@
 """Per-output-channel (structured) variational layers: one multiplicative gate per channel.
 
-Our extension for structured pruning (METHOD.md, "Structured (channel) mode"), after group
+Our extension for structured pruning (docs/method.md, "Sparse variational layers"), after group
 variational dropout in C. Louizos, K. Ullrich, M. Welling, "Bayesian Compression for Deep
 Learning", NeurIPS 2017. Output channel c is multiplied by a gate
 

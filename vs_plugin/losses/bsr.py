@@ -2,7 +2,7 @@
 
 The Variational Student paper (Hegde et al., ICASSP 2020) applies a block sparse regulariser to
 "a concatenated tensor of teacher and student network weights"; one survey transcribes it as a
-mixed l_{1,inf} norm. The reading below is ours (METHOD.md, "Block Sparse Regulariser"):
+mixed l_{1,inf} norm. The reading below is ours (docs/method.md, "Block Sparse Regulariser"):
 
 - student layer i is paired with a teacher layer (same name when all names match, else by order
   among layers of the same kind, or an explicit mapping);
@@ -18,7 +18,7 @@ Because the teacher is frozen, its per-block statistic is computed once; the con
 is then max(t_m, s_m) for l_{1,inf} and sqrt(t_m^2 + s_m^2) for l_{2,1}, which equals the norm of
 the concatenated block and also works when kernel sizes differ.
 
-Both readings above are defective with a frozen teacher (METHOD.md, section 5): l_{1,inf} sends
+Both readings above are defective with a frozen teacher (docs/method.md, "Block Sparse Regulariser"): l_{1,inf} sends
 gradient only to the single largest student weight of a block, capping the most important
 weights. The ``group`` reading is a real group penalty over the student's input units (a group
 lasso, Yuan & Lin 2006; Wen et al. 2016 for network layers), guided by the teacher only where
@@ -125,7 +125,7 @@ class LayerPair:
 def pair_layers(
     student: nn.Module, teacher: Optional[nn.Module], mapping: Optional[Mapping[str, Optional[str]]] = None
 ) -> list[LayerPair]:
-    """Pair each variational layer of the student with a teacher layer (METHOD.md's rules).
+    """Pair each variational layer of the student with a teacher layer (the rules in docs/method.md).
 
     Same name when every student layer's name is a teacher layer of the same kind; otherwise the
     i-th student layer of a kind with the i-th teacher layer of that kind. ``mapping``

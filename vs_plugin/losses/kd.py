@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 
-#: Reductions: ``batchmean`` is METHOD.md's default (per-sample KL, mean over the batch);
+#: Reductions: ``batchmean`` is docs/method.md's default (per-sample KL, mean over the batch);
 #: ``elementmean`` follows one published transcription of the Variational Student loss
 #: (KL averaged over batch *and* classes, weighted 2 T^2 instead of T^2).
 KD_REDUCTIONS = ("batchmean", "elementmean")

@@ -9,7 +9,7 @@
       + \\gamma\\,L_{LP}
 
 Hegde, Prasad, Hebbalaguppe, Kumar, "Variational Student", ICASSP 2020 (arXiv 1910.12061), with
-the open choices fixed in METHOD.md. w_CE is 1, or 1 - lambda_T with ``ce_weighting="complement"``.
+the open choices fixed in docs/method.md. w_CE is 1, or 1 - lambda_T with ``ce_weighting="complement"``.
 N is the number of training samples actually used, so the KL term is a per-sample ELBO term.
 N_0 (``kl_min_samples``, 0 = off here; ``vs-plugin compress`` uses 1000) tempers it on small data:
 with a few hundred samples the exact KL/N outweighs the data terms and prunes the student to

@@ -1,4 +1,4 @@
-"""Non-zero weights, sparsity and memory footprint (METHOD.md section 3, "Reporting compression honestly").
+"""Non-zero weights, sparsity and memory footprint (docs/method.md, "Reporting").
 
 - Weights are the ``weight`` tensors of Linear and Conv layers; biases, norm parameters and other
   parameters (embeddings, tokens) are counted apart as "other" and always stored dense.

@@ -105,7 +105,7 @@ def build_report(
 def collapse_warnings(student: ModelFootprint, train_samples: Optional[int]) -> list[str]:
     """Say when whole weight tensors were pruned: the layers after them no longer see the input.
 
-    The KL term is scaled by 1/N (METHOD.md), so with few training samples it can outweigh the
+    The KL term is scaled by 1/N (docs/method.md, "Loss"), so with few training samples it can outweigh the
     data terms and prune everything: the ELBO's honest answer, but rarely what a user wants.
     """
     empty = [layer.name for layer in student.layers if layer.weights and layer.nnz == 0]
