@@ -47,6 +47,7 @@ VERIFIED = {
     "torchvision:mobilenet_v2": ({}, 32),
     "torchvision:regnet_x_400mf": ({}, 32),
     "torchvision:efficientnet_b0": ({}, 32),
+    "torchvision:mnasnet0_5": ({}, 32),
 }
 #: name -> (constructor kwargs, input side, why). Refused: a ModelError within 30 s.
 REFUSED = {
@@ -56,10 +57,6 @@ REFUSED = {
     "timm:repvit_m0_9": ({}, 32, "group search of torch-pruning takes over the 20 s bound on 2 shared CPU cores"),
     "timm:rexnet_100": ({}, 32, "group search of torch-pruning takes over the 20 s bound"),
     "timm:lcnet_050": ({}, 32, "50% of the MACs unreachable with every layer capped at 90% (57.5% at best)"),
-}
-#: name -> (constructor kwargs, input side, why). Known to fail; recorded, not hidden.
-KNOWN_FAILING = {
-    "torchvision:mnasnet0_5": ({}, 32, "load_pruned: torchvision's MNASNet needs state_dict version metadata the saved weights lack"),
 }
 FAST = {"timm:resnet10t", "torchvision:shufflenet_v2_x0_5"}
 
@@ -79,16 +76,11 @@ def gate_log_alphas(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([m.log_alpha().detach().flatten() for m in model.modules() if isinstance(m, ChannelGateLayer)])
 
 
-def _cases():
-    known = [pytest.param(n, marks=(pytest.mark.slow, pytest.mark.xfail(strict=True, reason=KNOWN_FAILING[n][2]))) for n in KNOWN_FAILING]
-    return marked(VERIFIED) + known
-
-
-@pytest.mark.parametrize("name", _cases())
+@pytest.mark.parametrize("name", marked(VERIFIED))
 @pytest.mark.filterwarnings("ignore:left plain", "ignore:torch-pruning cannot prune through")
 def test_verified_family_trains_prunes_to_half_the_macs_and_round_trips(name, tmp_path):
     torch.manual_seed(0)
-    kwargs, side = VERIFIED[name] if name in VERIFIED else KNOWN_FAILING[name][:2]
+    kwargs, side = VERIFIED[name]
     model = build(name, kwargs)
     inputs = torch.randn(2, 3, side, side)
     pruner = VariationalStudentPruner(

@@ -77,3 +77,31 @@ def test_mismatches_and_bad_input_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not a pruned-model spec"):
         load_pruned(tmp_path / "other.json")
     assert b"SmallResNet" not in pickle.dumps(json.loads((tmp_path / "small.json").read_text()))
+
+
+class VersionedResNet(SmallResNet):
+    """Reads the state_dict's module version on load, as torchvision's MNASNet does (it refuses
+    or rebuilds its stem when the version metadata is missing)."""
+
+    _version = 2
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        if local_metadata.get("version") != self._version:
+            raise ValueError(f"VersionedResNet needs state_dict version 2, got {local_metadata.get('version')}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+
+def test_module_versions_survive_save_and_load(tmp_path):
+    torch.manual_seed(0)
+    model, plan = pruned(VersionedResNet(), torch.zeros(1, 3, 8, 8))
+    save_pruned(model, tmp_path / "v.json", plan, input_shape=(3, 8, 8), num_classes=4)
+    # A plain torch user loads the weights file into the pruned model with PyTorch alone.
+    state = torch.load(tmp_path / "v.pt", weights_only=True)
+    assert state._metadata[""]["version"] == 2
+    inputs = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(load_pruned(tmp_path / "v.json", model=VersionedResNet())(inputs), model(inputs))
+        # A weights file written without the versions (before they were kept) still loads: the
+        # freshly built architecture supplies them.
+        torch.save(dict(state), tmp_path / "v.pt")
+        assert torch.equal(load_pruned(tmp_path / "v.json", model=VersionedResNet())(inputs), model(inputs))

@@ -28,7 +28,14 @@ from vs_plugin.errors import CheckpointError, ConfigError
 from vs_plugin.io import atomic_torch_save, atomic_write_json
 from vs_plugin.layers.base import VariationalLayer
 from vs_plugin.models.registry import InputSpec, build_model
-from vs_plugin.models.weights import MAX_INPUT_ELEMENTS, build_for_weights, load_weights, weights_beside
+from vs_plugin.models.weights import (
+    MAX_INPUT_ELEMENTS,
+    build_for_weights,
+    load_state,
+    read_state_dict,
+    weights_beside,
+    with_metadata,
+)
 
 from .attention import apply_attention_spec, attention_spec
 from .graph import build_graph
@@ -102,7 +109,8 @@ def save_pruned(
     }
     if extra:
         spec["extra"] = extra
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    own = model.state_dict()
+    state = with_metadata({k: v.detach().cpu() for k, v in own.items()}, getattr(own, "_metadata", None))
     atomic_torch_save(spec_path.parent / weights_name, state)
     atomic_write_json(spec_path, spec)
     return spec_path
@@ -164,7 +172,12 @@ def load_pruned(path: Union[str, Path], model: Optional[nn.Module] = None) -> nn
     elif model is not None:
         _check_input_size(spec, spec_path)
     model = rebuild_pruned(spec, model)
-    load_weights(model, weights)
+    state = read_state_dict(weights)
+    if not isinstance(getattr(state, "_metadata", None), dict):
+        # Written before the module versions were kept: the fresh model's are those of the code
+        # that wrote the weights (the same architecture, rebuilt by the same library).
+        state = with_metadata(state, getattr(model.state_dict(), "_metadata", None))
+    load_state(model, state, weights)
     return model.eval()
 
 

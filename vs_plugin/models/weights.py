@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -76,10 +77,35 @@ def read_checkpoint(path: Union[str, Path]) -> CheckpointContents:
                 break
     if not isinstance(data, dict) or not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"checkpoint {path} holds no state_dict (a mapping of names to tensors)")
+    metadata = getattr(data, "_metadata", None)
     if all(name.startswith(WRAPPER_PREFIX) for name in data):
         data = {name[len(WRAPPER_PREFIX):]: value for name, value in data.items()}
+        metadata = _strip_prefix(metadata)
     file_format = "safetensors" if path.suffix == ".safetensors" else ("training checkpoint" if key else "state_dict")
-    return CheckpointContents(dict(data), key, file_format, arch)
+    return CheckpointContents(with_metadata(data, metadata), key, file_format, arch)
+
+
+def with_metadata(state: dict, metadata: Optional[dict]) -> dict:
+    """``state`` as a new ordered dict carrying ``metadata`` as ``_metadata``, the per-module
+    version numbers ``nn.Module.state_dict`` records and ``_load_from_state_dict`` reads (torchvision's
+    MNASNet refuses or rebuilds its stem without them). None leaves the metadata out."""
+    kept = OrderedDict(state)
+    if isinstance(metadata, dict):
+        kept._metadata = metadata  # type: ignore[attr-defined]
+    return kept
+
+
+def _strip_prefix(metadata: Optional[dict]) -> Optional[dict]:
+    if not isinstance(metadata, dict):
+        return None
+    module = WRAPPER_PREFIX.rstrip(".")
+    stripped = {}
+    for name, value in metadata.items():
+        if name == module:
+            stripped[""] = value
+        elif name.startswith(WRAPPER_PREFIX):
+            stripped[name[len(WRAPPER_PREFIX):]] = value
+    return stripped
 
 
 def read_state_dict(path: Union[str, Path]) -> dict[str, torch.Tensor]:
