@@ -102,15 +102,51 @@ def test_bad_method_entries_fail_when_planned(case):
 
 
 def test_plans_cover_every_target_and_the_threshold_run():
+    # Top-level targets reach every entry without targets of its own, the Variational Student
+    # included, unless its config_list sets the sparsity itself (here: the threshold run).
     config = compare_config_from_mapping(minimal(targets=[0.5, 0.9], methods=[
-        {"name": "variational_student", "config_list": [{"op_types": ["Linear"]}]},
+        {"name": "variational_student", "config_list": [{"op_types": ["Linear"], "sparse_threshold": 3.0}]},
         {"name": "variational_student", "label": "vs-ratio", "targets": [0.8]},
+        {"name": "variational_student", "label": "vs-top", "config_list": [{"op_types": ["Linear"]}]},
+        {"name": "variational_student", "label": "vs-bare"},
         {"name": "level", "config_list": [{"op_types": ["Linear"]}]},
     ]))
     assert [(row.label, row.target) for row in config.to_study("c", reference_rows=False).rows] == [
-        ("variational_student", None), ("vs-ratio @ 0.8", 0.8), ("level @ 0.5", 0.5), ("level @ 0.9", 0.9),
+        ("variational_student", None), ("vs-ratio @ 0.8", 0.8), ("vs-top @ 0.5", 0.5), ("vs-top @ 0.9", 0.9),
+        ("vs-bare @ 0.5", 0.5), ("vs-bare @ 0.9", 0.9), ("level @ 0.5", 0.5), ("level @ 0.9", 0.9),
     ]
     assert config.to_study("c").rows[0].label == "dense student"  # the shared starting student, as a reference row
+
+
+def test_without_top_level_targets_the_variational_student_prunes_by_its_threshold():
+    config = compare_config_from_mapping(minimal(methods=[
+        {"name": "variational_student"},
+        {"name": "level", "config_list": [{"op_types": ["Linear"]}]},
+    ]))
+    assert [(row.label, row.target) for row in config.to_study("c", reference_rows=False).rows] == [
+        ("variational_student", None), ("level @ 0.9", 0.9), ("level @ 0.95", 0.95), ("level @ 0.98", 0.98),
+    ]
+
+
+def test_the_top_level_targets_reach_the_variational_students_config_list():
+    from vs_plugin.integrations.nni.methods.variational import VariationalStudentMethod
+
+    config = compare_config_from_mapping(minimal(targets=[0.7], methods=[{"name": "variational_student"}]))
+    (row,) = config.to_study("c", reference_rows=False).rows
+    assert row.target == 0.7
+    config_list = VariationalStudentMethod()._config_list(config.methods[0], row.target)
+    assert all(item["sparse_ratio"] == 0.7 for item in config_list)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"name": "variational_student", "targets": [1.5]}, r"methods\[0\] \(variational_student\)\.targets must hold"),
+    ({"name": "variational_student", "bogus": 1}, r"methods\[0\] \(variational_student\) has unknown key\(s\) bogus"),
+    ({"name": "variational_student", "config_list": "x"}, r"methods\[0\] \(variational_student\)\.config_list must be"),
+    ({"name": "variational_student", "options": "x"}, r"methods\[0\] \(variational_student\)\.options must be"),
+])
+def test_errors_in_a_method_entry_name_the_method(entry, message):
+    with pytest.raises(ConfigError, match=message):
+        compare_config_from_mapping(minimal(methods=[entry]))
 
 
 def test_train_fraction_is_validated_and_applies_to_the_students_only(tmp_path):

@@ -75,7 +75,10 @@ def pick_entry(config: CompareConfig, label: Optional[str]) -> MethodEntry:
             + (f" labelled {label!r}" if label else "") + f"; found: {', '.join(labels) or 'none'} (use --method LABEL)"
         )
     if candidates[0].targets:
-        raise ConfigError("a tuned entry prunes by threshold: remove its targets (the threshold is a tuned parameter)")
+        raise ConfigError(
+            f"a tuned entry prunes by threshold: remove the targets of {candidates[0].label!r} (top-level targets apply "
+            "to it too unless its config_list sets sparse_threshold; the threshold is a tuned parameter)"
+        )
     return candidates[0]
 
 

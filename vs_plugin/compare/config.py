@@ -13,15 +13,22 @@ A YAML file such as::
     lr: 0.001
     kd_weight: 1.0              # the CE + KD loss of the dense student and of every fine-tuning
     temperature: 4.0
-    targets: [0.9, 0.95, 0.98]  # target sparsities of the baselines
+    targets: [0.9, 0.95, 0.98]  # target sparsities of every method (see below)
     methods:
       - name: variational_student
         config_list: [{op_types: [Linear], sparse_threshold: 3.0}]
       - name: level
         config_list: [{op_types: [Linear], global_group_id: 0}]
 
-Unknown keys, wrong types and out-of-range values are errors naming the key. Paths
-(``teacher_checkpoint``, ``data_dir``) are relative to the config file's folder.
+Top-level ``targets`` apply to every method entry that names no ``targets`` of its own and whose
+config_list sets no sparsity (``sparse_ratio``, ``sparse_threshold``): the Variational Student
+entry above keeps its threshold, every other entry runs at each target. Without top-level
+``targets`` the baselines run at the default ones and the Variational Student prunes by its
+threshold.
+
+Unknown keys, wrong types and out-of-range values are errors naming the key (and, inside
+``methods``, the entry's method). Paths (``teacher_checkpoint``, ``data_dir``) are relative to the
+config file's folder.
 """
 
 from __future__ import annotations
@@ -38,6 +45,18 @@ from ..errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 METHOD_KEYS = ("name", "label", "config_list", "targets", "options")
+#: config_list keys that set the sparsity (NNI 3.0); an entry with one chooses its own sparsity.
+SPARSITY_KEYS = ("sparse_ratio", "sparse_threshold")
+
+
+def sets_sparsity(item: Mapping[str, Any]) -> bool:
+    """Whether a config_list item sets the sparsity, directly or in ``target_settings``."""
+    if any(key in item for key in SPARSITY_KEYS):
+        return True
+    settings = item.get("target_settings") or {}
+    return isinstance(settings, Mapping) and any(
+        isinstance(s, Mapping) and any(k in s for k in SPARSITY_KEYS) for s in settings.values()
+    )
 
 
 @dataclass(frozen=True)
@@ -187,6 +206,8 @@ def _method_entry(raw: Any, index: int) -> MethodEntry:
     where = f"methods[{index}]"
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a mapping with keys {', '.join(METHOD_KEYS)}")
+    if isinstance(raw.get("name"), str) and raw["name"]:
+        where = f"{where} ({raw['name']})"
     unknown = sorted(set(raw) - set(METHOD_KEYS))
     if unknown:
         raise ConfigError(f"{where} has unknown key(s) {', '.join(unknown)}; accepted: {', '.join(METHOD_KEYS)}")
@@ -206,6 +227,13 @@ def _method_entry(raw: Any, index: int) -> MethodEntry:
     if not isinstance(options, Mapping):
         raise ConfigError(f"{where}.options must be a mapping of setting names to values")
     return MethodEntry(name, label, tuple(copy.deepcopy(dict(e)) for e in config_list), targets, dict(options))
+
+
+def _with_targets(entry: MethodEntry, targets: tuple[float, ...]) -> MethodEntry:
+    """The entry with the top-level ``targets`` unless it chose its own (targets or a sparsity)."""
+    if entry.targets is not None or any(sets_sparsity(item) for item in entry.config_list):
+        return entry
+    return dataclasses.replace(entry, targets=targets)
 
 
 def compare_config_from_mapping(data: Mapping[str, Any], base_dir: Optional[Path] = None) -> CompareConfig:
@@ -236,6 +264,7 @@ def compare_config_from_mapping(data: Mapping[str, Any], base_dir: Optional[Path
             values[key] = _yaml_float(values[key])
     if "targets" in values:
         values["targets"] = _check_targets(values["targets"], "targets")
+        values["methods"] = tuple(_with_targets(entry, values["targets"]) for entry in values["methods"])
     config = CompareConfig(**values)
     _check_values(config)
     return config
@@ -248,4 +277,4 @@ def load_compare_config(path: Path) -> CompareConfig:
     return compare_config_from_mapping(data, base_dir=path.resolve().parent)
 
 
-__all__ = ["CompareConfig", "MethodEntry", "compare_config_from_mapping", "load_compare_config"]
+__all__ = ["CompareConfig", "MethodEntry", "SPARSITY_KEYS", "sets_sparsity", "compare_config_from_mapping", "load_compare_config"]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import torch.nn as nn
 from nni.compression.base.config import default_config_schema
 from nni.compression.utils.evaluator import TorchEvaluator
 from schema import SchemaError
 
-from vs_plugin.compare.config import MethodEntry
+from vs_plugin.compare.config import SPARSITY_KEYS, MethodEntry, sets_sparsity
 from vs_plugin.compare.method import MethodContext
 from vs_plugin.compare.training import distillation_step
 from vs_plugin.errors import ConfigError
@@ -17,22 +17,12 @@ from vs_plugin.errors import ConfigError
 from ..config import SELECTION_KEYS, select_modules
 from ..evaluator import make_torch_evaluator
 
-#: Keys that set the sparsity; in a compare config the sparsity comes from ``targets``.
-SPARSITY_KEYS = ("sparse_ratio", "sparse_threshold")
-
-
 def check_options(entry: MethodEntry, accepted: Sequence[str]) -> None:
     """Reject option keys a method does not know, naming the ones it does."""
     unknown = sorted(set(entry.options) - set(accepted))
     if unknown:
         listed = ", ".join(accepted) if accepted else "none"
         raise ConfigError(f"method {entry.label!r} has unknown option(s) {', '.join(unknown)}; accepted: {listed}")
-
-
-def _mentions_sparsity(config: Mapping[str, Any]) -> bool:
-    if any(key in config for key in SPARSITY_KEYS):
-        return True
-    return any(isinstance(s, Mapping) and any(k in s for k in SPARSITY_KEYS) for s in (config.get("target_settings") or {}).values())
 
 
 def with_sparse_ratio(entry: MethodEntry, target: float) -> list[dict]:
@@ -49,7 +39,7 @@ def check_baseline_config_list(entry: MethodEntry) -> None:
         raise ConfigError(f"method {entry.label!r} needs a config_list naming the modules to prune, e.g. [{{op_types: [Linear]}}]")
     schema = default_config_schema("pruning")
     for index, item in enumerate(entry.config_list):
-        if _mentions_sparsity(item):
+        if sets_sparsity(item):
             raise ConfigError(
                 f"method {entry.label!r} config_list[{index}] sets the sparsity; in a compare config it comes from targets"
             )

@@ -5,7 +5,9 @@ It trains a copy of the starting student for the budget's ``epochs`` through an 
 No fine-tuning follows: those epochs are its whole budget.
 
 - Without ``targets`` it prunes by ``sparse_threshold`` (log_alpha, default 3) and the row's
-  target is the sparsity it reached; with ``targets`` it prunes each target by ``sparse_ratio``.
+  target is the sparsity it reached; with ``targets`` (its own, or the config's top-level ones when
+  its config_list sets no sparsity: :mod:`vs_plugin.compare.config`) it prunes each target by
+  ``sparse_ratio``.
 - ``options``: loss settings (fields of :class:`vs_plugin.ObjectiveConfig`; ``kd_weight`` and
   ``temperature`` default to the comparison's), ``kl_warmup_epochs`` (default a third of the
   epochs), ``kl_hold_epochs`` (0), ``variational_lr`` (None: the variational parameters share
