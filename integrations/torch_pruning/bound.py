@@ -33,8 +33,8 @@ import torch.nn as nn
 from vs_plugin.errors import ModelError, VSPluginError
 
 #: CPU seconds of the analysing thread torch-pruning may spend analysing a model's graph (tracing,
-#: listing groups) before the architecture is refused. The slowest verified family (timm
-#: ``repvit_m0_9``) needs about 4.5 s; see docs/torch-pruning.md for how that was measured.
+#: listing groups) before the architecture is refused. The verified families need at most 1.6 s
+#: (docs/torch-pruning.md says how that was measured).
 ANALYSIS_CPU_LIMIT_S = 15.0
 #: Wall-clock seconds after which the analysis is refused whatever CPU share it had, so that every
 #: refusal comes within 30 s.
