@@ -20,11 +20,13 @@ def trained_like() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
 
 
-def evaluator_over(loader, model):
+def evaluator_over(loader, model, optimizer=None, seen=None):
     def training_step(batch, model):
         return F.cross_entropy(model(batch[0]), batch[1])
 
     def training_func(model, optimizer, training_step, lr_scheduler=None, max_steps=None, max_epochs=None):
+        if seen is not None:
+            seen.append(optimizer)
         done = 0
         while done < (max_steps or 1):
             for batch in loader:
@@ -36,7 +38,8 @@ def evaluator_over(loader, model):
                 if done >= (max_steps or 1):
                     return
 
-    return TorchEvaluator(training_func, nni.trace(torch.optim.Adam)(model.parameters(), lr=1e-3), training_step)
+    optimizer = optimizer or nni.trace(torch.optim.Adam)(model.parameters(), lr=1e-3)
+    return TorchEvaluator(training_func, optimizer, training_step)
 
 
 def test_num_train_samples_is_read_from_the_evaluators_data_and_unwrap_gives_plain_modules():
@@ -73,3 +76,44 @@ def test_nni_global_channel_ratio_gets_a_per_layer_cap():
     config[0]["max_sparse_ratio"] = 0.7
     assert translate_config_list(trained_like(), config, {}).nni_config_list[0]["target_settings"]["weight"]["max_sparse_ratio"] == 0.7
 
+
+
+class TokenNet(nn.Module):
+    """A top-level parameter beside the layers, as ViT's ``cls_token``/``pos_embed``: NNI 3.0's
+    ``patch_optim_param_group`` raises IndexError on its name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 8))
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(8, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc(self.features(x) + self.cls_token)))
+
+
+def test_gates_join_the_users_param_group_of_their_layer_on_a_model_with_top_level_parameters():
+    from vs_plugin.layers import ChannelGateLayer
+
+    torch.manual_seed(0)
+    model = TokenNet()
+    loader = DataLoader(TensorDataset(torch.randn(12, 3, 8, 8), torch.randint(0, 4, (12,))), batch_size=4)
+    rest = [p for n, p in model.named_parameters() if not n.startswith("fc.")]
+    groups = [{"params": rest}, {"params": list(model.fc.parameters()), "lr": 0.05}]
+    seen = []
+    evaluator = evaluator_over(loader, model, nni.trace(torch.optim.Adam)(groups, lr=1e-3), seen)
+    pruner = VariationalStudentPruner(
+        model, [{"op_types": ["Conv2d", "Linear"], "exclude_op_names": ["head"], "sparse_ratio": 0.5, "granularity": "out_channel"}],
+        evaluator, None, training_steps=3, objective={"kd_weight": 0.0},
+    )  # no variational_lr: the gates share the user's optimizer
+    gates = {name: m for name, m in model.named_modules() if isinstance(m, ChannelGateLayer)}
+    before = {name: m.log_alpha().detach().clone() for name, m in gates.items()}
+    pruner.compress()
+    (optimizer,) = seen  # the optimizer NNI built over the wrapped model and handed to the training loop
+    fc_group = next(g for g in optimizer.param_groups if g["lr"] == 0.05)
+    in_fc_group = {id(p) for p in fc_group["params"]}
+    assert all(id(p) in in_fc_group for n, p in gates["fc"].named_parameters(recurse=False) if n not in ("weight", "bias"))
+    assert not any(id(p) in in_fc_group for n, p in gates["features.0"].named_parameters(recurse=False) if n not in ("weight", "bias"))
+    for name, gate in gates.items():
+        assert (gate.log_alpha().detach() - before[name]).abs().max() > 1e-3, name

@@ -53,10 +53,9 @@ def main(kind: str = "cnn", steps: int = 5) -> dict:
     config_list = [{"op_types": ["Conv2d", "Linear"], "exclude_op_names": [head_name],
                     "sparse_ratio": 0.5, "granularity": "out_channel"}]
     evaluator = TorchEvaluator(training_func, nni.trace(torch.optim.Adam)(model.parameters(), lr=1e-3), training_step)
-    # num_train_samples is read from the DataLoader the training loop uses. variational_lr gives the
-    # gates their own Adam (NNI 3.0 cannot add a parameter group to an optimizer over a model with
-    # top-level parameters such as ViT's cls_token).
-    pruner = VariationalStudentPruner(model, config_list, evaluator, teacher, training_steps=steps, variational_lr=1e-2)
+    # num_train_samples is read from the DataLoader the training loop uses; the gates join the
+    # optimizer's param group of their layer (same learning rate and schedule).
+    pruner = VariationalStudentPruner(model, config_list, evaluator, teacher, training_steps=steps)
     gates = [m for m in model.modules() if isinstance(m, ChannelGateLayer)]
     before = torch.cat([g.log_alpha().detach() for g in gates])
     _, masks = pruner.compress()

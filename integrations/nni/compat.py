@@ -9,11 +9,18 @@
 - Evaluators record the optimizer's parameters by name from the "pure" model the first time a
   compressor sees them; :func:`record_optimizer_parameters` does it before the layers are made
   variational, so the traced optimizer keeps training theta and the biases.
+- ``Evaluator.patch_optim_param_group`` fails with an ``IndexError`` on a model with a top-level
+  parameter (ViT's ``cls_token``, ``pos_embed``: NNI takes the module prefix of every parameter
+  name); :func:`join_param_groups` places the variational parameters as NNI means to (in the
+  param group holding their layer's weight, else the first optimizer's first group) by identity.
 """
 
 from __future__ import annotations
 
+from typing import Mapping, Sequence
+
 import torch.nn as nn
+from torch.optim import Optimizer
 from nni.compression.base.setting import PruningSetting
 from nni.compression.utils.evaluator import Evaluator, LightningEvaluator
 
@@ -53,4 +60,25 @@ def record_optimizer_parameters(evaluator: Evaluator, model: nn.Module) -> None:
         evaluator._init_optimizer_helpers(model)
 
 
-__all__ = ["register_variational_settings", "check_evaluator", "record_optimizer_parameters"]
+def join_param_groups(
+    optimizers: Sequence[Optimizer], layers: Mapping[nn.Module, Sequence[nn.Parameter]]
+) -> None:
+    """Add each layer's new parameters to the user's optimizer, to the param group that holds the
+    layer's other parameters (its ``weight``, which NNI's wrapper holds while wrapped: pass the
+    wrapper as the layer), so they share its learning rate and schedule, or else to the first
+    optimizer's first group (NNI's ``patch_optim_param_group`` rule, without its parsing of
+    parameter names)."""
+    if not optimizers:
+        raise ConfigError("the evaluator has no optimizer to add the variational parameters to; pass variational_lr=...")
+    for layer, params in layers.items():
+        new = {id(p) for p in params}
+        own = {id(p) for p in layer.parameters() if id(p) not in new}
+        target = next(
+            (group for optimizer in optimizers for group in optimizer.param_groups if any(id(p) in own for p in group["params"])),
+            optimizers[0].param_groups[0],
+        )
+        present = {id(p) for p in target["params"]}
+        target["params"].extend(p for p in params if id(p) not in present)
+
+
+__all__ = ["register_variational_settings", "check_evaluator", "record_optimizer_parameters", "join_param_groups"]

@@ -48,7 +48,7 @@ from vs_plugin.losses.objective import ObjectiveConfig, VariationalStudentObject
 from vs_plugin.training.optim import adam
 from vs_plugin.variationalize import INIT_LOG_SIGMA2_SCRATCH, VariationalConfig, finalize, variationalize
 
-from .compat import check_evaluator, record_optimizer_parameters, register_variational_settings
+from .compat import check_evaluator, join_param_groups, record_optimizer_parameters, register_variational_settings
 from .config import LayerPlan, translate_config_list
 from .evaluator import infer_num_train_samples
 from .loss_patch import BatchTargets, TeacherPredict, VariationalLossPatch, default_batch_targets, default_teacher_predict
@@ -270,17 +270,17 @@ class VariationalStudentPruner(Pruner):
                     "more, not less; schedule the VariationalStudentPruner with sparse_ratio instead"
                 )
 
-    def _variational_parameters(self) -> dict[str, list[nn.Parameter]]:
-        """log sigma^2 (or the gate parameters) of each wrapped layer: not in the user's optimizer."""
+    def _variational_parameters(self) -> dict[nn.Module, list[nn.Parameter]]:
+        """log sigma^2 (or the gate parameters) of each wrapped layer, by its NNI wrapper: not in the user's optimizer."""
         in_optimizers = {
             id(p) for optimizer in (getattr(self.evaluator, "_optimizers", None) or []) for g in optimizer.param_groups for p in g["params"]
         }
         params = {}
-        for name, wrapper in self._variational_wrappers().items():
+        for wrapper in self._variational_wrappers().values():
             own = [p for pname, p in wrapper.module.named_parameters(recurse=False) if pname not in ("weight", "bias")]
             own = [p for p in own if id(p) not in in_optimizers and p.requires_grad]
             if own:
-                params[name] = own
+                params[wrapper] = own
         return params
 
     def _register_variational_optimization(self, evaluator: Evaluator) -> None:
@@ -294,7 +294,7 @@ class VariationalStudentPruner(Pruner):
                     "the optimizer has weight decay, which also pulls log sigma^2 towards 0 (more noise); "
                     "pass variational_lr=... to train the variational parameters with their own optimizer"
                 )
-            evaluator.patch_optim_param_group(params)
+            join_param_groups(optimizers, params)
             return
         optimizer = adam([p for group in params.values() for p in group], lr=float(self.variational_lr))
         evaluator.patch_optimizer_step(before_step_tasks=[optimizer.step], after_step_tasks=[optimizer.zero_grad])
