@@ -117,3 +117,31 @@ def test_gates_join_the_users_param_group_of_their_layer_on_a_model_with_top_lev
     assert not any(id(p) in in_fc_group for n, p in gates["features.0"].named_parameters(recurse=False) if n not in ("weight", "bias"))
     for name, gate in gates.items():
         assert (gate.log_alpha().detach() - before[name]).abs().max() > 1e-3, name
+
+
+def test_a_distiller_fused_after_the_pruner_selects_the_layers_by_their_plain_op_types():
+    from nni.compression.distillation import DynamicLayerwiseDistiller
+
+    model, teacher = trained_like(), trained_like().eval()
+    loader = DataLoader(TensorDataset(torch.randn(12, 3, 8, 8), torch.randint(0, 4, (12,))), batch_size=4)
+    evaluator = evaluator_over(loader, model)
+    pruner = VariationalStudentPruner(model, [{"op_types": ["Conv2d", "Linear"], "sparse_ratio": 0.5}], evaluator, teacher,
+                                      training_steps=3)
+    item = {"op_types": ["Linear"], "lambda": 0.1, "apply_method": "mse"}
+    distil_config = [item]
+    distiller = DynamicLayerwiseDistiller.from_compressor(pruner, distil_config, teacher_model=teacher,
+                                                          teacher_predict=lambda batch, net: net(batch[0]))
+    assert set(distiller._target_spaces) == {"4", "6"}  # both Linear layers, now variational; not the Conv2d
+    assert item == {"op_types": ["Linear"], "lambda": 0.1, "apply_method": "mse"}  # the user's dict is not changed
+    losses = []
+    compute = distiller.compute_distill_loss
+    distiller.compute_distill_loss = lambda: losses.append(compute()) or losses[-1]
+    distiller.compress(max_steps=3, max_epochs=None)
+    assert len(losses) == 3 and all(float(v.detach()) > 0 for v in losses)
+    distiller.unwrap_model()
+    distiller.unwrap_teacher_model()
+    masks = pruner.get_masks()
+    assert set(masks) == {"0", "4", "6"}
+    pruner.unwrap_model()  # plain layers, masked weights zero
+    assert not any(isinstance(m, VariationalLayer) for m in model.modules())
+    assert torch.equal(model[4].weight == 0, masks["4"]["weight"] == 0)

@@ -9,6 +9,9 @@
 - Evaluators record the optimizer's parameters by name from the "pure" model the first time a
   compressor sees them; :func:`record_optimizer_parameters` does it before the layers are made
   variational, so the traced optimizer keeps training theta and the biases.
+- NNI selects modules for ``op_types`` by their class name (``type(module).__name__``), so a
+  distiller fused after this pruner with ``op_types: ['Linear']`` would miss the layers it made
+  variational; :func:`expand_op_types` adds the variational class names beside the plain ones.
 - ``Evaluator.patch_optim_param_group`` fails with an ``IndexError`` on a model with a top-level
   parameter (ViT's ``cls_token``, ``pos_embed``: NNI takes the module prefix of every parameter
   name); :func:`join_param_groups` places the variational parameters as NNI means to (in the
@@ -17,7 +20,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, MutableSequence, Sequence
 
 import torch.nn as nn
 from torch.optim import Optimizer
@@ -25,6 +28,7 @@ from nni.compression.base.setting import PruningSetting
 from nni.compression.utils.evaluator import Evaluator, LightningEvaluator
 
 from vs_plugin.errors import ConfigError
+from vs_plugin.layers.base import VariationalLayer
 from vs_plugin.layers.registry import GRANULARITIES, layer_kind, layer_kind_names
 
 
@@ -81,4 +85,36 @@ def join_param_groups(
         target["params"].extend(p for p in params if id(p) not in present)
 
 
-__all__ = ["register_variational_settings", "check_evaluator", "record_optimizer_parameters", "join_param_groups"]
+#: config_list keys that name module classes (NNI 3.0's ``select_modules_by_config``).
+OP_TYPE_KEYS = ("op_types", "exclude_op_types")
+
+
+def expand_op_types(config_list: MutableSequence[Any], model: nn.Module) -> None:
+    """Let ``op_types`` / ``exclude_op_types`` naming a plain layer type (``Linear``, ``Conv2d``) also
+    name the variational classes that replace it in ``model`` (``VariationalLinear``, ``GatedLinear``...).
+
+    Each changed item is replaced in the list by a changed copy (the caller's dicts stay as they
+    were); items that name no replaced type are left alone.
+    """
+    replacing: dict[str, set[str]] = {}
+    for module in model.modules():
+        if isinstance(module, VariationalLayer):
+            replacing.setdefault(module.plain_type.__name__, set()).add(type(module).__name__)
+    for index, item in enumerate(config_list):
+        if not isinstance(item, Mapping):
+            continue  # NNI's schema check reports it
+        changed = {}
+        for key in OP_TYPE_KEYS:
+            names = item.get(key)
+            if isinstance(names, (list, tuple)):
+                extra = sorted({v for name in names if isinstance(name, str) for v in replacing.get(name, ())} - set(names))
+                if extra:
+                    changed[key] = [*names, *extra]
+        if changed:
+            config_list[index] = {**item, **changed}
+
+
+__all__ = [
+    "register_variational_settings", "check_evaluator", "record_optimizer_parameters", "join_param_groups",
+    "OP_TYPE_KEYS", "expand_op_types",
+]

@@ -48,7 +48,13 @@ from vs_plugin.losses.objective import ObjectiveConfig, VariationalStudentObject
 from vs_plugin.training.optim import adam
 from vs_plugin.variationalize import INIT_LOG_SIGMA2_SCRATCH, VariationalConfig, finalize, variationalize
 
-from .compat import check_evaluator, join_param_groups, record_optimizer_parameters, register_variational_settings
+from .compat import (
+    check_evaluator,
+    expand_op_types,
+    join_param_groups,
+    record_optimizer_parameters,
+    register_variational_settings,
+)
 from .config import LayerPlan, translate_config_list
 from .evaluator import infer_num_train_samples
 from .loss_patch import BatchTargets, TeacherPredict, VariationalLossPatch, default_batch_targets, default_teacher_predict
@@ -360,13 +366,28 @@ class VariationalStudentPruner(Pruner):
             for target, space in wrapper.pruning_target_spaces.items():
                 if space.mask is not None:
                     masks.setdefault(name, {})[target] = space.mask.detach().clone()
-        super().unwrap_model()
+        if any(getattr(wrapper.module, "_nni_wrapper", None) is wrapper for wrapper in self._module_wrappers.values()):
+            super().unwrap_model()
+        else:  # a compressor fused after this one (distiller.unwrap_model()) unwrapped the shared wrappers
+            self._is_wrapped = False
         # NNI's from_compressor unwraps the compressor to rewrap its modules for the next one:
-        # those modules must stay (variational) in place.
-        if keep_variational or sys._getframe(1).f_code.co_name == "from_compressor":
+        # those modules must stay (variational) in place, and a distiller's op_types must find them.
+        caller = sys._getframe(1)
+        if caller.f_code.co_name == "from_compressor":
+            self._expose_op_types(caller.f_locals.get("cls"), caller.f_locals.get("new_config_list"))
+            return
+        if keep_variational:
             return
         bake_masks(self.bound_model, masks)
         finalize(self.bound_model)
+
+    def _expose_op_types(self, next_class: Any, config_list: Any) -> None:
+        """A distiller fused after this pruner (``Distiller.from_compressor(pruner, config_list, ...)``)
+        selects modules by class name: let its ``op_types: ['Linear']`` also name the variational
+        layers that replaced ``nn.Linear`` (:func:`.compat.expand_op_types`). Pruners and quantizers
+        fused after this one are left to select by ``op_names``."""
+        if getattr(next_class, "mode", None) == "distillation" and isinstance(config_list, list):
+            expand_op_types(config_list, self.bound_model)
 
     def compress(self, max_steps: Optional[int] = None, max_epochs: Optional[int] = None):
         """Train through the evaluator, then return ``(model, masks)``.
