@@ -264,22 +264,21 @@ def structured_from_modules(
     names: Optional[Mapping[str, Optional[str]]] = None,
     rerun: Optional[Mapping[str, Any]] = None,
     test_split: str = "the given test set",
+    train_teacher: bool = False,
     teacher_history: Optional[list] = None,
-    save_teacher: bool = False,
     out_dir: Optional[Union[str, Path]] = None,
     overwrite: bool = False,
     resume: bool = False,
     log: Optional[Callable[[str], None]] = None,
-    run_dir: Optional[RunDirectory] = None,
-    checkpoint: Optional[dict] = None,
     started_at: Optional[float] = None,
     dataset_info: Optional[Mapping[str, Any]] = None,
     teacher_info: Optional[Mapping[str, Any]] = None,
+    inputs: Sequence[Any] = (),
 ) -> tuple[nn.Module, dict]:
-    """The structured Variational Student from a trained teacher; returns (pruned student, report).
+    """The structured Variational Student of ``teacher``; returns (pruned student, report).
 
     Args:
-        teacher: the trained teacher (not changed).
+        teacher: the teacher (trained first when ``train_teacher``; otherwise not changed).
         train / test: datasets (or loaders) of (input, label).
         spec: input shape and class count.
         settings: training, loss and gate settings (granularity is channel whatever it says).
@@ -288,45 +287,39 @@ def structured_from_modules(
         names: ``teacher``/``student``/``dataset`` names for the report and the saved spec.
         rerun: run arguments stored in the report's config (to repeat the run).
         test_split: what the test set is, for the report.
-        teacher_history / save_teacher: the teacher's training records; write ``teacher.pt``.
+        train_teacher: train the teacher with cross-entropy first (``teacher_epochs``) and write ``teacher.pt``.
+        teacher_history: the records of a teacher trained elsewhere, for the report.
         out_dir / overwrite / resume: output folder (None writes nothing); replace a previous run
             there once this one has succeeded; continue the run there from its checkpoint.
         log: sink for per-epoch lines.
-        run_dir / checkpoint: an output folder already opened by the caller (then ``out_dir``,
-            ``overwrite`` and ``resume`` are not used) and the checkpoint read from it.
         started_at: ``time.perf_counter()`` when the run began (the report's wall time).
         dataset_info / teacher_info: more facts for the report's ``dataset`` section (the image
             pipeline) and ``teacher.weights_from`` (where the teacher's weights came from).
+        inputs: files the run reads (never deleted from ``out_dir``).
     """
     from ..integrations.torch_pruning.structured_settings import check_single_process, prune_epochs
 
     started = started_at if started_at is not None else time.perf_counter()
     log = log or (lambda message: None)
-    names = dict(names or {})
     check_single_process(settings)
     prune_epochs(settings.epochs, structured.prune_steps)  # fail before any training
     warn_short_warmup(settings)
     record = settings_record(rerun, settings, structured)
-    owned = run_dir is None
-    if owned:
-        run_dir = open_output(out_dir, resume=resume, overwrite=overwrite)
+    run_dir = open_output(out_dir, resume=resume, overwrite=overwrite, inputs=inputs)
     try:
-        if owned and resume and run_dir is not None:
-            checkpoint = read_checkpoint(run_dir, record, log, settings, structured)
-        student, report = _structured_run(
-            teacher, train, test, spec, settings=settings, structured=structured, student=student, names=names, record=record,
-            test_split=test_split, teacher_history=teacher_history, save_teacher=save_teacher, log=log, run_dir=run_dir,
-            checkpoint=checkpoint if checkpoint is None or checkpoint["phase"] != "teacher" else None, started=started,
-            dataset_info=dataset_info, teacher_info=teacher_info,
+        checkpoint = read_checkpoint(run_dir, record, log, settings, structured) if resume and run_dir is not None else None
+        return _structured_run(
+            teacher, train, test, spec, settings=settings, structured=structured, student=student, names=dict(names or {}),
+            record=record, test_split=test_split, trains_teacher=train_teacher, teacher_history=teacher_history, log=log,
+            run_dir=run_dir, checkpoint=checkpoint, started=started, dataset_info=dataset_info, teacher_info=teacher_info,
         )
     except VSPluginError as error:
-        if owned and run_dir is not None:
+        if run_dir is not None:
             _on_failure(run_dir, error, resume)
         raise
     finally:
-        if owned and run_dir is not None:
+        if run_dir is not None:
             run_dir.close()
-    return student, report
 
 
 def _on_failure(run_dir: RunDirectory, error: VSPluginError, resume: bool) -> None:
@@ -357,12 +350,13 @@ def read_checkpoint(
 
 def _structured_run(
     teacher: nn.Module, train, test, spec: InputSpec, *, settings: CompressSettings, structured: "StructuredSettings",
-    student: Optional[nn.Module], names: dict, record: dict, test_split: str, teacher_history: Optional[list], save_teacher: bool,
+    student: Optional[nn.Module], names: dict, record: dict, test_split: str, trains_teacher: bool, teacher_history: Optional[list],
     log: Callable[[str], None], run_dir: Optional[RunDirectory], checkpoint: Optional[dict], started: float,
     dataset_info: Optional[Mapping[str, Any]] = None, teacher_info: Optional[Mapping[str, Any]] = None,
 ) -> tuple[nn.Module, dict]:
     from ..integrations.torch_pruning.serialization import save_pruned
     from ..integrations.torch_pruning.structured_report import model_size, structured_section
+    from ..integrations.torch_pruning.structured_resume import load_model_state
 
     settings = settings.replace(granularity="channel")
     device = resolve_device(settings.device)
@@ -370,6 +364,16 @@ def _structured_run(
     train_loader, test_loader, num_train = loaders(train, test, settings)
     input_shape = (spec.channels, spec.height, spec.width)
     example = torch.zeros(1, *input_shape, device=device)
+    earlier_s = float(checkpoint.get("wall_time_s", 0.0)) if checkpoint is not None else 0.0
+    teacher_history = list(teacher_history or [])
+    if trains_teacher and (checkpoint is None or checkpoint["phase"] == "teacher"):
+        save = _checkpointer(run_dir, record, {}, started, earlier_s)
+        teacher_history = train_teacher(teacher, train_loader, test_loader, settings, device, log, resume=checkpoint, save=save)
+        checkpoint = None
+        seed_everything(settings.seed)  # the student's draws do not depend on how the teacher was trained
+    elif checkpoint is not None:
+        load_model_state(teacher, checkpoint["teacher"], "teacher")
+        teacher_history = checkpoint["teacher_history"]
 
     teacher = teacher.to(device).eval()
     teacher_accuracy = evaluate_accuracy(teacher, test_loader, device)
@@ -377,17 +381,13 @@ def _structured_run(
     student = copy.deepcopy(teacher) if from_teacher else student.to(device)
     dense_footprint = model_footprint(student)
     dense_size = model_size(student, input_shape)
-    earlier_s = float(checkpoint.get("wall_time_s", 0.0)) if checkpoint is not None else 0.0
-    if checkpoint is not None:
-        teacher_history = checkpoint["teacher_history"]
-    save = _checkpointer(run_dir, record, {"teacher": teacher.state_dict(), "teacher_history": list(teacher_history or [])},
-                         started, earlier_s)
+    save = _checkpointer(run_dir, record, {"teacher": teacher.state_dict(), "teacher_history": teacher_history}, started, earlier_s)
     outcome = train_structured(
         student, teacher, train_loader, test_loader, example, num_train_samples=num_train, settings=settings,
         structured=structured, from_teacher=from_teacher, device=device, log=log, resume=checkpoint, save=save,
     )
     extra, accuracy = outcome.extra, outcome.accuracy
-    history = {"teacher": list(teacher_history or []), "student": outcome.student_history, "finetune": outcome.finetune_history}
+    history = {"teacher": teacher_history, "student": outcome.student_history, "finetune": outcome.finetune_history}
     student_name = names.get("student") or (names.get("teacher") if from_teacher else None)
     report = build_report(
         teacher=model_footprint(teacher), teacher_accuracy=teacher_accuracy, student=model_footprint(student),
@@ -407,7 +407,7 @@ def _structured_run(
         save_pruned(student, run_dir.file(PRUNED_SPEC), outcome.plan, input_shape=input_shape, num_classes=spec.num_classes,
                     model_name=student_name, extra={"accuracy": accuracy, "macs": report["structured"]["student"]["macs"]})
         run_dir.mark_written(PRUNED_SPEC, PRUNED_WEIGHTS)
-        if save_teacher:
+        if trains_teacher:
             run_dir.write_torch(TEACHER_WEIGHTS, teacher.state_dict())
         report["structured"]["files"] = {"spec": PRUNED_SPEC, "weights": PRUNED_WEIGHTS}
         run_dir.write_json(REPORT, report)
@@ -438,48 +438,24 @@ def run_structured(
     :func:`structured_from_modules`. Without teacher weights (or after ``reset_head``) the
     teacher is trained first. Every epoch of every phase is checkpointed in ``out_dir``;
     ``resume`` continues from there."""
-    from ..integrations.torch_pruning.structured_resume import load_model_state
     from ..integrations.torch_pruning.structured_settings import check_single_process, prune_epochs
 
-    log = log or (lambda message: None)
     check_single_process(settings)
-    prune_epochs(settings.epochs, structured.prune_steps)
+    prune_epochs(settings.epochs, structured.prune_steps)  # fail before reading any data
     seed_everything(settings.seed)
     started = time.perf_counter()
     inputs = build_named_inputs(
         teacher, student, dataset, settings=settings, source=TeacherSource(teacher_checkpoint, pretrained, reset_head),
         data_dir=data_dir, download=download, image_size=image_size,
     )
-    bundle, rerun = inputs.bundle, inputs.rerun
-    record = settings_record(rerun, settings, structured)
-    teacher_model, student_model = inputs.teacher, inputs.student
-    run_dir = open_output(out_dir, resume=resume, overwrite=overwrite, inputs=[teacher_checkpoint])
-    try:
-        checkpoint = read_checkpoint(run_dir, record, log, settings, structured) if resume and run_dir is not None else None
-        teacher_history: list = []
-        if inputs.train_teacher and (checkpoint is None or checkpoint["phase"] == "teacher"):
-            device = resolve_device(settings.device)
-            train_loader, test_loader, _ = loaders(bundle.train, bundle.test, settings)
-            save = _checkpointer(run_dir, record, {}, started, float(checkpoint["wall_time_s"]) if checkpoint else 0.0)
-            teacher_history = train_teacher(teacher_model, train_loader, test_loader, settings, device, log, resume=checkpoint, save=save)
-            if checkpoint is not None:  # the time before the interruption counts too
-                started, checkpoint = started - float(checkpoint["wall_time_s"]), None
-        elif checkpoint is not None:
-            load_model_state(teacher_model, checkpoint["teacher"], "teacher")
-        return structured_from_modules(
-            teacher_model, bundle.train, bundle.test, bundle.spec, settings=settings, structured=structured, student=student_model,
-            names={"teacher": teacher, "student": None if student in (None, "same") else student, "dataset": bundle.name},
-            rerun=rerun, test_split=bundle.test_split, teacher_history=teacher_history, save_teacher=inputs.train_teacher,
-            log=log, run_dir=run_dir, checkpoint=checkpoint, started_at=started,
-            dataset_info=dataset_section(bundle), teacher_info=inputs.teacher_info,
-        )
-    except VSPluginError as error:
-        if run_dir is not None:
-            _on_failure(run_dir, error, resume)
-        raise
-    finally:
-        if run_dir is not None:
-            run_dir.close()
+    bundle = inputs.bundle
+    return structured_from_modules(
+        inputs.teacher, bundle.train, bundle.test, bundle.spec, settings=settings, structured=structured, student=inputs.student,
+        names={"teacher": teacher, "student": None if student in (None, "same") else student, "dataset": bundle.name},
+        rerun=inputs.rerun, test_split=bundle.test_split, train_teacher=inputs.train_teacher, out_dir=out_dir, overwrite=overwrite,
+        resume=resume, log=log, started_at=started, dataset_info=dataset_section(bundle), teacher_info=inputs.teacher_info,
+        inputs=[teacher_checkpoint],
+    )
 
 
 __all__ = [
