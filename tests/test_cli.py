@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-import vs_plugin.pipeline.phases as phases_module
+import vs_plugin.training.fit as fit_module  # the one loop calls train_one_epoch
 from vs_plugin import load_student
 from vs_plugin.cli.main import main
 from vs_plugin.data import load_dataset, make_loader
@@ -82,7 +82,7 @@ def test_existing_run_needs_resume_or_overwrite(small_run, capsys):
 @pytest.mark.parametrize("interrupt_at_call", [2, 4], ids=["during-teacher", "during-student"])
 def test_resume_after_interruption_gives_the_same_student(tmp_path, monkeypatch, interrupt_at_call, small_run):
     calls = {"n": 0}
-    original = phases_module.train_one_epoch
+    original = fit_module.train_one_epoch
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -91,10 +91,10 @@ def test_resume_after_interruption_gives_the_same_student(tmp_path, monkeypatch,
         return original(*args, **kwargs)
 
     out = tmp_path / "run"
-    monkeypatch.setattr(phases_module, "train_one_epoch", interrupted)
+    monkeypatch.setattr(fit_module, "train_one_epoch", interrupted)
     assert main(["compress", *SMALL, "--out", str(out)]) == 130
     assert (out / "checkpoint.pt").exists() and not (out / "report.json").exists()
-    monkeypatch.setattr(phases_module, "train_one_epoch", original)
+    monkeypatch.setattr(fit_module, "train_one_epoch", original)
     assert main(["compress", *SMALL, "--out", str(out), "--resume"]) == 0
     resumed = torch.load(out / "student.pt", weights_only=True)
     uninterrupted = torch.load(small_run / "student.pt", weights_only=True)

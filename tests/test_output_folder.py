@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import vs_plugin.pipeline.phases as phases_module
+import vs_plugin.training.fit as fit_module  # the one loop calls train_one_epoch
 from vs_plugin.cli.main import main
 from vs_plugin.errors import VSPluginError
 from vs_plugin.io import atomic_torch_save
@@ -21,7 +22,7 @@ SMALL = ["--teacher", "mlp:in-64-out", "--student", "mlp:in-32-out", "--dataset"
 
 def interrupt_epoch(monkeypatch, at_call: int) -> None:
     calls = {"n": 0}
-    original = phases_module.train_one_epoch
+    original = fit_module.train_one_epoch
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -29,7 +30,7 @@ def interrupt_epoch(monkeypatch, at_call: int) -> None:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(phases_module, "train_one_epoch", interrupted)
+    monkeypatch.setattr(fit_module, "train_one_epoch", interrupted)
 
 
 def digest(path) -> str:
@@ -101,7 +102,7 @@ def test_read_only_output_folder_is_refused_before_training(tmp_path, monkeypatc
     out.mkdir()
     out.chmod(0o555)
     trained = []
-    monkeypatch.setattr(phases_module, "train_one_epoch", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr(fit_module, "train_one_epoch", lambda *a, **k: trained.append(1))
     if os.access(out, os.W_OK):  # root writes anywhere: make the probe meet a read-only file system
         import vs_plugin.pipeline.outputs as outputs_module
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-import vs_plugin.pipeline.phases as phases_module
+import vs_plugin.training.fit as fit_module  # the one loop calls train_one_epoch
 from vs_plugin.cli.main import main
 from vs_plugin.errors import ConfigError
 from vs_plugin.losses.objective import ObjectiveConfig, VariationalStudentObjective
@@ -48,7 +48,7 @@ def test_fine_tune_keeps_the_pruned_weights_at_zero(recipe_run):
 
 def test_resume_during_the_fine_tune_gives_the_same_student(tmp_path, monkeypatch, recipe_run):
     calls = {"n": 0}
-    original = phases_module.train_one_epoch
+    original = fit_module.train_one_epoch
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -57,10 +57,10 @@ def test_resume_during_the_fine_tune_gives_the_same_student(tmp_path, monkeypatc
         return original(*args, **kwargs)
 
     out = tmp_path / "run"
-    monkeypatch.setattr(phases_module, "train_one_epoch", interrupted)
+    monkeypatch.setattr(fit_module, "train_one_epoch", interrupted)
     assert main(["compress", *RECIPE, "--out", str(out)]) == 130
     assert torch.load(out / "checkpoint.pt", weights_only=True)["phase"] == "student"
-    monkeypatch.setattr(phases_module, "train_one_epoch", original)
+    monkeypatch.setattr(fit_module, "train_one_epoch", original)
     assert main(["compress", *RECIPE, "--out", str(out), "--resume"]) == 0
     resumed = torch.load(out / "student.pt", weights_only=True)
     uninterrupted = torch.load(recipe_run / "student.pt", weights_only=True)

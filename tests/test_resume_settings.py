@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-import vs_plugin.pipeline.phases as phases
+import vs_plugin.training.fit as phases  # the one loop calls train_one_epoch
 from vs_plugin.cli.main import EXIT_INTERRUPTED, main
 
 RUN = ["compress", "--teacher", "mlp:in-16-out", "--student", "mlp:in-8-out", "--teacher-epochs", "1",

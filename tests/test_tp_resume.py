@@ -9,8 +9,7 @@ import torch
 
 pytest.importorskip("torch_pruning")
 
-import vs_plugin.integrations.torch_pruning.finetune as finetune_module  # noqa: E402
-import vs_plugin.integrations.torch_pruning.structured as structured_module  # noqa: E402
+import vs_plugin.training.fit as fit_module  # noqa: E402  (every phase trains through the one loop)
 from vs_plugin.cli.main import main  # noqa: E402
 
 SMALL = ["--structured", "--teacher", "mlp:in-64-32-out", "--dataset", "digits", "--teacher-epochs", "2", "--epochs", "3",
@@ -41,9 +40,9 @@ def interrupt(monkeypatch, module, at_call):
 @pytest.mark.parametrize(
     "module, at_call, phase",
     [
-        (structured_module, 2, "teacher"),  # killed in teacher epoch 2
-        (structured_module, 5, "student"),  # killed in student epoch 3, after the first pruning step
-        (finetune_module, 2, "finetune"),  # killed in fine-tuning epoch 2
+        (fit_module, 2, "teacher"),  # killed in teacher epoch 2
+        (fit_module, 5, "student"),  # killed in student epoch 3, after the first pruning step
+        (fit_module, 7, "finetune"),  # killed in fine-tuning epoch 2 (2 teacher + 3 student epochs before)
     ],
     ids=["teacher", "student-after-a-prune-step", "finetune"],
 )

@@ -7,7 +7,6 @@ provides one, so compressing with NNI needs no boilerplate loop.
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Any, Callable, Iterable, Optional
 
@@ -18,9 +17,8 @@ import torch.nn.functional as F
 from nni.compression import TorchEvaluator
 from torch import Tensor
 
-from vs_plugin.data.loaders import set_loader_epoch
 from vs_plugin.errors import ConfigError
-from vs_plugin.training.loop import train_one_epoch
+from vs_plugin.training.fit import each_epoch, fit
 
 #: ``(batch, model) -> loss``: NNI's training_step signature.
 TrainingStep = Callable[[Any, nn.Module], Tensor]
@@ -51,26 +49,11 @@ def epoch_training_func(
         if max_steps is None and max_epochs is None:
             raise ConfigError("the compressor gave neither max_steps nor max_epochs; this training function needs one")
         optimizer = optimizers[0] if isinstance(optimizers, (list, tuple)) else optimizers
-        steps_per_epoch = len(batches)
-        epochs = max_epochs if max_epochs is not None else math.ceil(max_steps / steps_per_epoch)
-        total_steps = max_steps if max_steps is not None else epochs * steps_per_epoch
-        done = 0
-        for epoch in range(epochs):
-            if done >= total_steps:
-                break
-            set_loader_epoch(batches, epoch)
-            take = min(steps_per_epoch, total_steps - done)
-            source = batches if take == steps_per_epoch else itertools.islice(batches, take)
-            train_one_epoch(
-                model, optimizer, source, lambda batch, _: {"loss": training_step(batch, model)},
-                epoch=epoch, first_global_step=done, phase="nni", progress=progress, total_epochs=epochs,
-            )
-            done += take
-            for scheduler in (lr_schedulers if isinstance(lr_schedulers, (list, tuple)) else [lr_schedulers]):
-                if scheduler is not None:
-                    scheduler.step()
-            if on_epoch is not None:
-                on_epoch()
+        epochs = max_epochs if max_epochs is not None else math.ceil(max_steps / len(batches))
+        schedulers = [s for s in (lr_schedulers if isinstance(lr_schedulers, (list, tuple)) else [lr_schedulers]) if s is not None]
+        fit(model, optimizer, batches, lambda batch, _: {"loss": training_step(batch, model)}, epochs=epochs, phase="nni",
+            max_steps=max_steps, progress=progress,
+            after_epoch=[lambda state, record: [scheduler.step() for scheduler in schedulers], *each_epoch(on_epoch)])
 
     return training_func
 

@@ -2,7 +2,7 @@
 
 Every baseline gets the same inputs as the structured Variational Student (a trained teacher, a
 dense student initialised from it, the data, a MAC budget, an epoch budget) and spends the epoch
-budget on the same CE + KD objective (:func:`.finetune.distill`):
+budget on the same CE + KD objective, on the core loop (:func:`vs_plugin.training.recipes.distill`):
 
 - ``tp-magnitude``: group L2-norm importance (torch-pruning's ``MagnitudeImportance``, p=2,
   mean over the coupled layers, normalised by the group mean); prune once, then fine-tune for
@@ -32,8 +32,9 @@ import torch_pruning as tp
 from vs_plugin.errors import ConfigError, UnknownNameError
 from vs_plugin.losses.objective import ObjectiveConfig
 from vs_plugin.metrics.accuracy import evaluate_accuracy
+from vs_plugin.training.fit import each_epoch
+from vs_plugin.training.recipes import accuracy_hook, distill
 
-from .finetune import distill
 from .graph import ExampleInputs, build_pruner
 from .importance import snapshot_scores
 from .macs import count_macs_params, plan_for_macs
@@ -167,6 +168,8 @@ def run_tp_baseline(
         raise ConfigError(f"sparse_fraction must lie in [0, 1], got {sparse_fraction}")
     student.to(device)
     history: dict = {}
+    loop = dict(progress=progress, log=log, after_epoch=each_epoch(on_epoch),
+                evaluate=accuracy_hook(student, test_loader, device) if test_loader is not None else None)
     sparse_epochs = math.ceil(epochs * sparse_fraction) if baseline.regularised else 0
     if sparse_epochs:
         regulariser = build_pruner(
@@ -175,9 +178,8 @@ def run_tp_baseline(
         regulariser.update_regularizer()
         history["sparse"] = distill(
             student, teacher, train_loader, epochs=sparse_epochs, lr=lr, objective=objective, device=device,
-            test_loader=test_loader, after_backward=lambda: regulariser.regularize(student), phase=f"{method} sparse",
-            progress=progress, log=log, on_epoch=on_epoch,
-        )
+            after_backward=lambda: regulariser.regularize(student), phase=f"{method} sparse", **loop,
+        ).history
     if baseline.gradients:
         _accumulate_ce_gradients(student, train_loader, taylor_batches, device)
     scorer = build_pruner(student, example_inputs, baseline.importance())
@@ -191,8 +193,8 @@ def run_tp_baseline(
     pruned_accuracy = evaluate_accuracy(student, test_loader, device) if test_loader is not None else None
     history["finetune"] = distill(
         student, teacher, train_loader, epochs=epochs - sparse_epochs, lr=lr, objective=objective, device=device,
-        test_loader=test_loader, phase=f"{method} finetune", progress=progress, log=log, on_epoch=on_epoch,
-    )
+        phase=f"{method} finetune", **loop,
+    ).history
     return BaselineResult(method, student, search.plan, search.ratio, search.macs_before, search.macs_after, pruned_accuracy, history)
 
 

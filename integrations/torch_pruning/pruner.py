@@ -17,8 +17,9 @@ torch-pruning's protocol for regularising pruners:
     pruner.step()                      # remove channels; then rebuild the optimizer
 
 The data terms come from the core ``VariationalStudentObjective`` (with its KL and BSR weights
-set to 0); ``regularize`` adds lambda_V * beta(step) * KL/N + lambda_g * BSR with the core's
-``variational_kl`` and block statistics. ``step`` removes channels through the dependency graph
+set to 0); ``regularize`` adds the core objective's own weight terms,
+lambda_V * beta(step) * KL/max(N, N_0) + lambda_g * BSR (:meth:`VariationalStudentObjective.penalty`);
+this adapter only tells the core BSR which input units survive each pruning step. ``step`` removes channels through the dependency graph
 by log alpha threshold, by ratio (global or per layer) or down to a MAC budget, in one or several
 steps (``iterative_steps``), pruning each gated layer's gates with its weights so training goes on.
 """
@@ -39,8 +40,7 @@ from torch_pruning.pruner import function
 from vs_plugin.errors import ConfigError
 from vs_plugin.layers.base import VariationalLayer
 from vs_plugin.layers.channel import ChannelGateLayer
-from vs_plugin.losses.bsr import BSR_NORMS, block_statistic, combine_blocks, pair_layers
-from vs_plugin.losses.kl import KLWarmup, variational_kl
+from vs_plugin.losses.kl import KLWarmup
 from vs_plugin.losses.objective import ObjectiveConfig, VariationalStudentObjective
 from vs_plugin.variationalize import VariationalConfig, variationalize
 
@@ -183,11 +183,12 @@ class VariationalStudentPruner(tp.pruner.BasePruner):
         self.teacher = teacher
         self.warmup = warmup
         self.num_train_samples = num_train_samples
-        self.kl_weight = objective.kl_weight
-        self.bsr_weight = objective.bsr_weight
-        self.bsr_norm = objective.bsr_norm
+        #: The whole core objective (data terms, KL and BSR): what a loop that is not torch-pruning's uses.
+        self.variational_objective = VariationalStudentObjective(
+            model, teacher, objective, num_train_samples=num_train_samples, warmup=warmup, check_updates=0
+        )
         data_terms = dataclasses.replace(objective, kl_weight=0.0, bsr_weight=0.0)
-        #: The objective's data terms (CE, KD, LP); ``regularize`` adds the KL and the BSR.
+        #: The objective's data terms (CE, KD, LP); ``regularize`` adds the core objective's KL and BSR.
         self.objective = VariationalStudentObjective(
             model, teacher if data_terms.uses_teacher else None, data_terms, num_train_samples=num_train_samples
         )
@@ -202,33 +203,19 @@ class VariationalStudentPruner(tp.pruner.BasePruner):
         self.history: list[PlanItem] = []
         self.steps: list[PruneStep] = []
         self.regularize_calls = 0
-        self._bsr_setup(objective)
+        self._bsr_setup()
 
     # -- regularisation (torch-pruning protocol) -------------------------------------------
-    def _bsr_setup(self, objective: ObjectiveConfig) -> None:
-        self._bsr_pairs = []
-        self._teacher_stats: dict[str, Tensor] = {}
-        self._teacher_view: dict[str, Tensor] = {}
+    def _bsr_setup(self) -> None:
+        regulariser = self.variational_objective.bsr
         self._kept_inputs: dict[str, Tensor] = {}
-        if self.bsr_weight <= 0:
-            return
-        if self.bsr_norm not in BSR_NORMS:
-            raise ConfigError(f"bsr_norm must be one of {', '.join(BSR_NORMS)}, got {self.bsr_norm!r}")
-        self._bsr_pairs = pair_layers(self.model, self.teacher, objective.bsr_mapping)
-        for pair in self._bsr_pairs:
-            weight = self.model.get_submodule(pair.student).weight
-            self._kept_inputs[pair.student] = torch.arange(weight.shape[1])
-            if pair.teacher is not None:
-                teacher_weight = self.teacher.get_submodule(pair.teacher).weight
-                self._teacher_stats[pair.student] = block_statistic(teacher_weight.detach(), self.bsr_norm)
-        self.update_regularizer()
+        for pair in regulariser.pairs if regulariser is not None else ():
+            self._kept_inputs[pair.student] = torch.arange(self.model.get_submodule(pair.student).weight.shape[1])
 
     def update_regularizer(self) -> None:
         """Re-index the teacher's BSR block statistics to the student's surviving input units."""
-        self._teacher_view = {}
-        for name, stat in self._teacher_stats.items():
-            kept = self._kept_inputs[name]
-            self._teacher_view[name] = stat[kept[kept < stat.numel()]]
+        if self.variational_objective.bsr is not None:
+            self.variational_objective.bsr.keep_inputs(self._kept_inputs)
 
     def _track_inputs(self, group: tp.Group) -> None:
         """Follow which of the original input units each BSR-paired layer keeps."""
@@ -246,13 +233,8 @@ class VariationalStudentPruner(tp.pruner.BasePruner):
             self._kept_inputs[name] = kept[[j for j in range(width) if j not in removed]]
 
     def bsr(self) -> Tensor:
-        """BSR over the paired layers, teacher blocks restricted to the surviving input units."""
-        total = torch.zeros(())
-        for pair in self._bsr_pairs:
-            weight = self.model.get_submodule(pair.student).weight
-            value = combine_blocks(block_statistic(weight, self.bsr_norm), self._teacher_view.get(pair.student), self.bsr_norm)
-            total = total.to(value.device) + value
-        return total
+        """The core objective's BSR (unweighted), teacher blocks restricted to the surviving input units."""
+        return self.variational_objective.regularisers()[1]
 
     def regularize(self, model: Optional[nn.Module] = None, loss: Optional[Tensor] = None) -> Tensor:
         """Add the gradient of lambda_V * beta * KL/N + lambda_g * BSR to the parameters' ``.grad``.
@@ -268,9 +250,7 @@ class VariationalStudentPruner(tp.pruner.BasePruner):
             raise ConfigError("regularize() got a model other than the one this pruner was built for")
         beta = self.warmup.beta(self.regularize_calls) if self.warmup is not None else 1.0
         self.regularize_calls += 1
-        penalty = self.kl_weight * beta * variational_kl(self.model) / self.num_train_samples
-        if self.bsr_weight > 0:
-            penalty = penalty + self.bsr_weight * self.bsr().to(penalty.device)
+        penalty = self.variational_objective.penalty(beta)
         if penalty.requires_grad:
             penalty.backward()
         return penalty.detach()

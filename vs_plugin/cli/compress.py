@@ -108,7 +108,7 @@ def _structured_values(from_file, args: argparse.Namespace):
 
 
 def _run_structured(args: argparse.Namespace, run_values: dict, settings: CompressSettings, values: dict) -> int:
-    from ..integrations.torch_pruning.structured import run_structured
+    from ..pipeline.structured import run_structured
     from ..integrations.torch_pruning.structured_report import summary_lines
     from ..integrations.torch_pruning.structured_settings import StructuredSettings
 

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from ..pruning import DEFAULT_LAYER_FLOOR, MaskKeeper, apply_keep_masks, cubic_sparsity, global_keep_masks, magnitude_scores
-from ..training.loop import train_one_epoch
+from ..training.fit import each_epoch, fit
 from ..training.optim import adam
 from .config import MethodEntry
 from .method import MethodContext, MethodOutcome
@@ -99,12 +99,8 @@ class GradualMagnitudeMethod:
             return inner(batch, global_step)
 
         try:
-            for epoch in range(budget.epochs):
-                train_one_epoch(
-                    model, optimizer, context.train_batches, prune_then_step, epoch=epoch,
-                    first_global_step=epoch * budget.steps_per_epoch, phase=entry.label, progress=False, total_epochs=budget.epochs,
-                )
-                context.progress.tick()
+            fit(model, optimizer, context.train_batches, prune_then_step, epochs=budget.epochs, phase=entry.label,
+                after_epoch=each_epoch(context.progress.tick))
         finally:
             inner.close()
             state["keeper"].detach()

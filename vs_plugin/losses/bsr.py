@@ -193,6 +193,16 @@ class BlockSparseRegulariser(nn.Module):
                     same_space = (pair.student, pair.teacher) == reads_data and weight.shape[1] == student_weight.shape[1]
                     stat = teacher_guide(stat) if same_space or weight.shape == student_weight.shape else None
             self.register_buffer(f"teacher_stat_{index}", stat, persistent=False)
+        self._full_stats = [getattr(self, f"teacher_stat_{i}") for i in range(len(self.pairs))]
+
+    def keep_inputs(self, kept: Mapping[str, Tensor]) -> None:
+        """After channel pruning: restrict each teacher statistic to the input units (numbered as in the
+        unpruned student) that student layer ``name`` still reads, for every ``name`` in ``kept``."""
+        for index, pair in enumerate(self.pairs):
+            full = self._full_stats[index]
+            if pair.student in kept and full is not None:
+                units = kept[pair.student].to(full.device)
+                setattr(self, f"teacher_stat_{index}", full[units[units < full.numel()]])
 
     def forward(self) -> Tensor:
         student = self._student[0]

@@ -209,11 +209,7 @@ class VariationalStudentObjective(nn.Module):
             if teacher_logits is None:
                 raise ConfigError("kd_weight > 0 but no teacher logits were given")
             kd = kd_loss(student_logits.float(), teacher_logits.float(), cfg.temperature, cfg.kd_reduction)
-        with torch.autocast(device_type=zero.device.type, enabled=False):  # fp32 even under mixed precision
-            kl = variational_kl(self._student[0], None if cfg.compile_kl else False).to(zero.device) / self.kl_divisor if cfg.kl_weight > 0 else zero
-            bsr = self.bsr().to(zero.device) if self.bsr is not None else zero
-            if cfg.bsr_norm in PER_SAMPLE_NORMS:
-                bsr = bsr / self.kl_divisor
+        kl, bsr = self.regularisers(zero.device)
         lp = zero
         if cfg.lp_gamma > 0:
             if student_features is None or teacher_features is None:
@@ -221,3 +217,23 @@ class VariationalStudentObjective(nn.Module):
             lp = locality_preserving_loss(student_features.float(), teacher_features.float(), cfg.lp_k, cfg.lp_sigma2)
         loss = cfg.ce_weight * ce + cfg.kd_weight * kd + cfg.kl_weight * beta * kl + cfg.bsr_weight * bsr + cfg.lp_gamma * lp
         return {"loss": loss, "ce": ce, "kd": kd, "kl": kl, "bsr": bsr, "lp": lp}
+
+    def regularisers(self, device: Optional[torch.device] = None) -> tuple[Tensor, Tensor]:
+        """(kl, bsr), in fp32 whatever the autocast: the terms that depend on the student's weights
+        alone, unweighted (the KL divided by max(N, N_0), the BSR too for per-sample norms; 0 when off)."""
+        cfg = self.config
+        if device is None:
+            device = next(iter(self._student[0].parameters()), torch.zeros(())).device
+        zero = torch.zeros((), device=device)
+        with torch.autocast(device_type=device.type, enabled=False):  # fp32 even under mixed precision
+            kl = variational_kl(self._student[0], None if cfg.compile_kl else False).to(device) / self.kl_divisor if cfg.kl_weight > 0 else zero
+            bsr = self.bsr().to(device) if self.bsr is not None else zero
+        if cfg.bsr_norm in PER_SAMPLE_NORMS:
+            bsr = bsr / self.kl_divisor
+        return kl, bsr
+
+    def penalty(self, beta: float = 1.0, device: Optional[torch.device] = None) -> Tensor:
+        """lambda_V * beta * KL / max(N, N_0) + lambda_g * BSR: the loss's weight terms, for loops that
+        add them to the gradients apart from the data terms (torch-pruning's ``regularize``)."""
+        kl, bsr = self.regularisers(device)
+        return self.config.kl_weight * beta * kl + self.config.bsr_weight * bsr

@@ -19,7 +19,6 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
-from ..console import EpochLines
 from ..layers.compiled import compile_mode_set_to
 from ..losses.kl import KLWarmup
 from ..losses.objective import VariationalStudentObjective
@@ -27,9 +26,10 @@ from ..metrics.accuracy import count_correct
 from ..metrics.footprint import model_footprint
 from ..pruning import MaskKeeper
 from ..training.distributed import DistributedContext, all_reduce_sum, gather_objects
-from ..training.loop import EpochRecord, train_one_epoch
+from ..training.fit import evaluate_after, fit  # noqa: F401  (evaluate_after: the phases' schedule)
 from ..training.reproducibility import restore_rng_state, rng_state
-from ..training.steps import ClassifierStep, StudentStep
+from ..training.recipes import train_classifier
+from ..training.steps import StudentStep
 from ..training.teacher_cache import with_cached_teacher
 from .settings import CompressSettings
 from ..training.optim import adam
@@ -100,11 +100,6 @@ def distributed_accuracy(model: nn.Module, env: PhaseEnvironment) -> float:
     return float(counts[0] / counts[1])
 
 
-def evaluate_after(epoch: int, total_epochs: int, eval_every: int) -> bool:
-    """Whether the test split is measured after ``epoch`` (0-based): every ``eval_every`` epochs and after the last."""
-    return (epoch + 1) % eval_every == 0 or epoch + 1 == total_epochs
-
-
 def _ddp(module: nn.Module, env: PhaseEnvironment) -> nn.Module:
     if not env.dist.enabled:
         return module
@@ -112,15 +107,6 @@ def _ddp(module: nn.Module, env: PhaseEnvironment) -> nn.Module:
 
     device_ids = [env.device.index] if env.device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=device_ids)
-
-
-def _mean_over_ranks(record: EpochRecord, env: PhaseEnvironment) -> EpochRecord:
-    if not env.dist.enabled:
-        return record
-    keys = sorted(record.terms)
-    summed = all_reduce_sum(torch.tensor([record.terms[k] for k in keys], dtype=torch.float64, device=env.device), env.dist)
-    record.terms = {k: float(v) / env.dist.world_size for k, v in zip(keys, summed)}
-    return record
 
 
 def _save(
@@ -149,40 +135,32 @@ def _save(
     )
 
 
-def _resume(optimizer, checkpoint: dict, env: PhaseEnvironment) -> int:
-    optimizer.load_state_dict(checkpoint["optimizer"])
+def _resume(checkpoint: Optional[dict], env: PhaseEnvironment) -> int:
+    """Epochs done in the checkpoint's phase (0 without one); restores this rank's random state."""
+    if checkpoint is None:
+        return 0
     restore_rng_state(checkpoint["rng"][env.dist.rank])
     return checkpoint["epoch"]
 
 
-def _epoch_line(phase: str, record: EpochRecord, total: int) -> str:
-    parts = [f"{phase} epoch {record.epoch}/{total}", f"loss {record.terms['loss']:.4f}"]
-    parts += [f"{k} {v:.4f}" for k, v in record.terms.items() if k != "loss" and v]
-    parts += [f"{k} {v:.4f}" for k, v in record.extra.items()]
-    return " | ".join(parts) + f" | {record.seconds:.1f}s"
+def _loop(env: PhaseEnvironment, model: nn.Module, evaluate: Callable[[], dict]) -> dict:
+    """The loop options every phase shares (distributed, AMP, bars, evaluation, lines)."""
+    settings = env.settings
+    return dict(progress=settings.progress, context=env.dist, scaler=env.grad_scaler(), evaluate=evaluate,
+                eval_every=settings.eval_every, log=env.log)
 
 
 def train_teacher(teacher: nn.Module, env: PhaseEnvironment, checkpoint: Optional[dict]) -> None:
     """Train the teacher with cross-entropy for ``teacher_epochs`` (resuming mid-phase if asked)."""
     settings = env.settings
-    optimizer = adam(teacher.parameters(), lr=settings.teacher_lr)
-    start = _resume(optimizer, checkpoint, env) if checkpoint is not None else 0
-    step = ClassifierStep(_ddp(teacher, env), env.device, env.autocast)
-    steps_per_epoch = len(env.teacher_loader)
-    lines = EpochLines(settings.teacher_epochs)
-    for epoch in range(start, settings.teacher_epochs):
-        record = train_one_epoch(
-            teacher, optimizer, env.teacher_loader, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
-            phase="teacher", progress=settings.progress and env.dist.is_main, total_epochs=settings.teacher_epochs,
-            scaler=env.grad_scaler(),
-        )
-        record = _mean_over_ranks(record, env)
-        if evaluate_after(epoch, settings.teacher_epochs, settings.eval_every):
-            record.extra["test_accuracy"] = distributed_accuracy(teacher, env)
-        env.history["teacher"].append(record.to_dict())
-        if lines.due(record.epoch):
-            env.log(_epoch_line("teacher", record, settings.teacher_epochs))
-        _save(env, "teacher", epoch + 1, teacher, None, optimizer, 0)
+    start = _resume(checkpoint, env)
+    train_classifier(
+        teacher, env.teacher_loader, epochs=settings.teacher_epochs, lr=settings.teacher_lr, device=env.device,
+        optimizer_state=checkpoint["optimizer"] if checkpoint is not None else None, forward=_ddp(teacher, env),
+        autocast=env.autocast, start_epoch=start, history=env.history["teacher"],
+        after_epoch=[lambda fit, record: _save(env, "teacher", fit.epoch, teacher, None, fit.optimizer, 0)],
+        **_loop(env, teacher, lambda: {"test_accuracy": distributed_accuracy(teacher, env)}),
+    )
 
 
 def train_student(
@@ -210,10 +188,10 @@ def train_student(
     optimizer = adam(student.parameters(), lr=settings.lr)
     if mask_keeper is not None:
         mask_keeper.attach(optimizer)
-    start = 0
     if checkpoint is not None:
         student.load_state_dict(checkpoint["student"])
-        start = _resume(optimizer, checkpoint, env)
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    start = _resume(checkpoint, env)
     uses_teacher = objective.config.uses_teacher
     batches = env.train_loader
     if uses_teacher and settings.cache_teacher:
@@ -226,27 +204,22 @@ def train_student(
         # drawn through transforms (timm augmentation) change every epoch: the teacher runs on
         # each batch the student sees, which is what distillation needs.
         env.notes["teacher_outputs"] = "cached once per training sample" if batches is not env.train_loader else "computed every step"
-    scaler = env.grad_scaler()
     step = StudentStep(_ddp(student, env), teacher if uses_teacher else None, objective, warmup, env.device, env.autocast)
-    lines = EpochLines(epochs)
+
+    def evaluate() -> dict:
+        return {"test_accuracy": distributed_accuracy(student, env), "sparsity": model_footprint(student).sparsity}
+
+    def beta(fit, record) -> None:
+        record.extra["beta"] = warmup.beta(fit.global_step - 1)
+
+    def save(fit, record) -> None:
+        _save(env, phase, fit.epoch, teacher, student, fit.optimizer, fit.global_step, checkpoint_extra)
+
     try:
-        for epoch in range(start, epochs):
-            with compile_mode_set_to("auto" if settings.compile_kl else "off"):
-                record = train_one_epoch(
-                    student, optimizer, batches, step, epoch=epoch, first_global_step=epoch * steps_per_epoch,
-                    phase=phase, progress=settings.progress and env.dist.is_main, total_epochs=epochs,
-                    scaler=scaler,
-                )
-            record = _mean_over_ranks(record, env)
-            if evaluate_after(epoch, epochs, settings.eval_every):
-                record.extra["test_accuracy"] = distributed_accuracy(student, env)
-                record.extra["sparsity"] = model_footprint(student).sparsity
-            if phase == "student":
-                record.extra["beta"] = warmup.beta((epoch + 1) * steps_per_epoch - 1)
-            env.history.setdefault(phase, []).append(record.to_dict())
-            if lines.due(record.epoch):
-                env.log(_epoch_line(phase, record, epochs))
-            _save(env, phase, epoch + 1, teacher, student, optimizer, (epoch + 1) * steps_per_epoch, checkpoint_extra)
+        with compile_mode_set_to("auto" if settings.compile_kl else "off"):
+            fit(student, optimizer, batches, step, epochs=epochs, phase=phase, start_epoch=start,
+                history=env.history.setdefault(phase, []), measure=[beta] if phase == "student" else [],
+                after_epoch=[save], **_loop(env, student, evaluate))
     finally:
         step.close()
         if mask_keeper is not None:
