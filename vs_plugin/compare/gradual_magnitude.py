@@ -26,7 +26,7 @@ from ..training.fit import each_epoch, fit
 from ..training.optim import adam
 from .config import MethodEntry
 from .method import MethodContext, MethodOutcome
-from .training import distillation_step
+from ..training.recipes import distillation_step
 
 SELECTION = ("op_types", "op_names", "exclude_op_names")
 OPTIONS = ("ramp_fraction", "prune_every_steps", "floor")
@@ -86,7 +86,7 @@ class GradualMagnitudeMethod:
         every = entry.options.get("prune_every_steps", 1)
         floor = entry.options.get("floor", DEFAULT_LAYER_FLOOR)
         optimizer = adam(model.parameters(), lr=budget.lr)
-        inner = distillation_step(model, context.teacher, budget.kd_weight, budget.temperature, context.num_train_samples, context.device)
+        inner = distillation_step(model, context.teacher, budget.objective(), context.device)
         state: dict = {"keeper": MaskKeeper(), "updates": 0}
 
         def prune_then_step(batch: tuple, global_step: int) -> dict:

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from .config import MethodEntry
-from .training import EpochCallback, distil
+from ..losses.objective import ObjectiveConfig
+from ..training import recipes
+from ..training.fit import each_epoch
+
+#: Called after every training epoch (progress bars).
+EpochCallback = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,10 @@ class TrainingBudget:
     kd_weight: float
     temperature: float
     steps_per_epoch: int
+
+    def objective(self) -> ObjectiveConfig:
+        """The shared CE + KD loss (the core objective with the KL, BSR and LP terms off)."""
+        return ObjectiveConfig(kd_weight=self.kd_weight, temperature=self.temperature)
 
 
 class ProgressTicker:
@@ -91,11 +100,9 @@ class MethodContext:
     def finetune(self, model: nn.Module, masks: Optional[Mapping[str, Mapping[str, Tensor]]] = None,
                  epochs: Optional[int] = None, on_epoch: Optional[EpochCallback] = None) -> None:
         """The baselines' fine-tuning: CE + KD for the budget's epochs, pruned weights kept at zero."""
-        distil(
-            model, self.teacher, self.train_batches, epochs=self.budget.epochs if epochs is None else epochs,
-            lr=self.budget.lr, kd_weight=self.budget.kd_weight, temperature=self.budget.temperature,
-            num_train_samples=self.num_train_samples, device=self.device, masks=masks,
-            on_epoch=on_epoch or self.progress.tick,
+        recipes.distill(
+            model, self.teacher, self.train_batches, epochs=self.budget.epochs if epochs is None else epochs, lr=self.budget.lr,
+            objective=self.budget.objective(), device=self.device, masks=masks, after_epoch=each_epoch(on_epoch or self.progress.tick),
         )
 
 

@@ -20,7 +20,8 @@ import torch.nn as nn
 from ..api import compress_by_name
 from ..compare.method import MethodContext, TrainingBudget
 from ..compare.registry import get_method
-from ..compare.training import distil, train_classifier
+from ..losses.objective import ObjectiveConfig
+from ..training.recipes import distill, train_classifier
 from ..data.bundle import DataBundle
 from ..data.loaders import dataset_size, make_loader, subset_fraction
 from ..metrics.accuracy import evaluate_accuracy
@@ -128,6 +129,10 @@ class SeedCells:
             near_chance=is_near_chance(accuracy, self.bundle.spec.num_classes), measures=measures,
         )
 
+    def _objective(self) -> ObjectiveConfig:
+        """The study's CE + KD loss."""
+        return ObjectiveConfig(kd_weight=self.config.kd_weight, temperature=self.config.temperature)
+
     def _student(self, name: str) -> nn.Module:
         seed_everything(self.seed)
         if name == TEACHER_COPY:
@@ -141,8 +146,7 @@ class SeedCells:
         student = self._student(row.student)
         epochs = c.epochs_for(row, fraction)
         started = time.perf_counter()
-        distil(student, self.teacher, batches, epochs=epochs, lr=c.lr, kd_weight=c.kd_weight, temperature=c.temperature,
-               num_train_samples=dataset_size(train), device=self.device, phase=row.label)
+        distill(student, self.teacher, batches, epochs=epochs, lr=c.lr, objective=self._objective(), device=self.device, phase=row.label)
         return self._result(row, fraction, epochs, student, time.perf_counter() - started, dense=True)
 
     def context(self, row: RowSpec, fraction: float) -> MethodContext:
@@ -156,8 +160,8 @@ class SeedCells:
             check_models_fit_data(self.teacher, student, next(iter(batches)), self.bundle.spec.num_classes, self.device)
             trained = row.student != TEACHER_COPY and c.dense_student_epochs > 0
             if trained:
-                distil(student, self.teacher, batches, epochs=c.dense_student_epochs, lr=c.lr, kd_weight=c.kd_weight,
-                       temperature=c.temperature, num_train_samples=dataset_size(train), device=self.device, phase="dense student")
+                distill(student, self.teacher, batches, epochs=c.dense_student_epochs, lr=c.lr, objective=self._objective(),
+                        device=self.device, phase="dense student")
             self._contexts[key] = MethodContext(
                 teacher=self.teacher, starting_student=student, student_is_trained=trained or row.student == TEACHER_COPY,
                 train_batches=batches, test_batches=self.test_batches, num_train_samples=dataset_size(train),
@@ -189,7 +193,7 @@ def train_teacher(config: StudyConfig, bundle: DataBundle, seed: int) -> tuple[d
     teacher = build_model(config.teacher, bundle.spec).to(device)
     train = subset_fraction(bundle.train, config.teacher_train_fraction, seed)
     batches = make_loader(train, config.batch_size, shuffle=True, seed=seed)
-    train_classifier(teacher, batches, config.teacher_epochs, config.teacher_lr, device)
+    train_classifier(teacher, batches, epochs=config.teacher_epochs, lr=config.teacher_lr, device=device)
     accuracy = evaluate_accuracy(teacher, make_loader(bundle.test, 256, shuffle=False, seed=seed), device)
     return {k: v.detach().cpu() for k, v in teacher.state_dict().items()}, accuracy
 

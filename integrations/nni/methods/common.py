@@ -11,7 +11,7 @@ from schema import SchemaError
 
 from vs_plugin.compare.config import SPARSITY_KEYS, MethodEntry, sets_sparsity
 from vs_plugin.compare.method import MethodContext
-from vs_plugin.compare.training import distillation_step
+from vs_plugin.training.recipes import distillation_step
 from vs_plugin.errors import ConfigError
 
 from ..config import SELECTION_KEYS, select_modules
@@ -62,7 +62,7 @@ def check_selects_modules(entry: MethodEntry, model: nn.Module) -> None:
 def distillation_evaluator(model: nn.Module, context: MethodContext) -> TorchEvaluator:
     """An NNI evaluator training ``model`` with the comparison's CE + KD loss and budget's Adam."""
     budget = context.budget
-    step = distillation_step(model, context.teacher, budget.kd_weight, budget.temperature, context.num_train_samples, context.device)
+    step = distillation_step(model, context.teacher, budget.objective(), context.device)
     return make_torch_evaluator(
         model, context.train_batches, training_step=lambda batch, _model: step(batch, 0)["loss"], lr=budget.lr,
         on_epoch=context.progress.tick,
