@@ -37,8 +37,8 @@ from vs_plugin.errors import ModelError, VSPluginError
 #: (docs/torch-pruning.md says how that was measured).
 ANALYSIS_CPU_LIMIT_S = 15.0
 #: Wall-clock seconds after which the analysis is refused whatever CPU share it had, so that every
-#: refusal comes within 30 s.
-ANALYSIS_WALL_LIMIT_S = 28.0
+#: refusal comes within 30 s (with room for the signal to be handled after a long C call).
+ANALYSIS_WALL_LIMIT_S = 25.0
 #: Former name of :data:`ANALYSIS_CPU_LIMIT_S`.
 ANALYSIS_TIME_LIMIT_S = ANALYSIS_CPU_LIMIT_S
 #: How often (wall-clock seconds) the bounds are checked.
