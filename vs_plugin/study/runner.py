@@ -182,9 +182,11 @@ def _notes(config: StudyConfig) -> list[str]:
     )
     notes = [
         f"{seeds}; {teacher}.",
-        f"budget per row: {epochs}, batch {config.batch_size}, Adam lr {config.lr}; compress rows train the student from scratch; "
-        f"kd rows train a dense student with CE + {config.kd_weight} KD (T = {config.temperature}); method rows prune a dense "
-        f"student first trained {config.dense_student_epochs} epochs with CE + KD, then fine-tune for the budget.",
+        f"budget per row: {epochs}, batch {config.batch_size}, Adam lr {config.lr}; compress rows run `vs-plugin compress` with their settings (recipe, target); "
+        f"kd rows train a dense student with CE + {config.kd_weight} KD (T = {config.temperature}); method rows start from "
+        + ("a copy of the teacher" if any(r.student == TEACHER_COPY for r in config.rows if r.kind == "method")
+           else f"a dense student first trained {config.dense_student_epochs} epochs with CE + KD")
+        + " and spend the budget as the method does (baselines: prune, then fine-tune).",
         "sparsity and compression count Linear/Conv weights; memory: sparse students as CSR, dense students and the teacher as dense fp32.",
     ]
     if "macs" in config.metrics:
