@@ -22,7 +22,8 @@ and its backward pass, with g = dL/dy, g_v = g \\odot \\varepsilon / (2 s) and g
     \\frac{\\partial L}{\\partial b} = \\textstyle\\sum_{batch} g
 
 writes theta's gradient once (the KL part is the ``beta`` term of the matrix product's addmm)
-and log sigma^2's in one loop after its product. The per-weight pass (sigma^2, the KL and its
+and log sigma^2's in one loop after its product; theta's is accumulated in place into the
+buffer of dKL/dtheta that the forward pass wrote (no copy, no new allocation). The per-weight pass (sigma^2, the KL and its
 derivatives) is :func:`vs_plugin.layers.fused_kl.variational_pass`, shared with the objective's
 KL term as before (:func:`vs_plugin.layers.fused_kl.shared_variance_and_kl`).
 
@@ -70,14 +71,21 @@ class _LinearSample(torch.autograd.Function):
         noise = torch.randn_like(mean)
         out = torch.addcmul(mean, std, noise)
         ratio = noise.div_(std.mul_(2.0))  # d std / d var times the noise: g_v = g * ratio
-        ctx.save_for_backward(x2, squared, theta, sigma2, d_theta, d_log_sigma2, ratio)
+        ctx.save_for_backward(x2, squared, theta, log_sigma2, sigma2, d_log_sigma2, ratio)
+        # Held outside save_for_backward: the first backward pass adds the weight gradient into
+        # it in place and hands it over as theta's gradient (a second one recomputes it).
+        ctx.d_theta = d_theta
+        ctx.clip, ctx.sparse_vd = clip, sparse_vd
         ctx.x_shape = x.shape
         return out.view(*x.shape[:-1], theta.shape[0]), sigma2, kl
 
     @staticmethod
     def backward(ctx, grad_out: Optional[Tensor], grad_sigma2: Optional[Tensor], grad_kl: Optional[Tensor]):  # type: ignore[override]
         ctx.token.done = True
-        x2, squared, theta, sigma2, d_theta, d_log_sigma2, ratio = ctx.saved_tensors
+        x2, squared, theta, log_sigma2, sigma2, d_log_sigma2, ratio = ctx.saved_tensors
+        d_theta, ctx.d_theta = ctx.d_theta, None
+        if d_theta is None:  # a second backward through this graph (retain_graph): recompute
+            d_theta = _PASS(theta.detach().reshape(-1), log_sigma2.detach().reshape(-1), ctx.clip, ctx.sparse_vd)[1]
         needs_x, needs_theta, needs_log_sigma2, needs_bias = ctx.needs_input_grad[:4]
         grad_x = grad_theta = grad_log_sigma2 = grad_bias = None
         g = g_var = None
@@ -94,16 +102,16 @@ class _LinearSample(torch.autograd.Function):
                 grad_theta = None if kl_part is None else kl_part * grad_kl
             elif kl_part is None:
                 grad_theta = g.t() @ x2
-            elif grad_kl.device.type == "cpu":  # beta as a number: no extra pass, no device sync
-                grad_theta = torch.addmm(kl_part, g.t(), x2, beta=float(grad_kl))
-            else:
-                grad_theta = torch.addmm(kl_part * grad_kl, g.t(), x2)
+            elif grad_kl.device.type == "cpu":  # in place, beta as a number: no copy, no extra pass
+                grad_theta = kl_part.addmm_(g.t(), x2, beta=float(grad_kl))
+            else:  # no device sync for the number
+                grad_theta = kl_part.mul_(grad_kl).addmm_(g.t(), x2)
         if needs_log_sigma2:
             product = None if g_var is None else g_var.t() @ squared
             if grad_sigma2 is not None:
                 product = grad_sigma2 if product is None else product + grad_sigma2
             if product is None:
-                grad_log_sigma2 = (grad_kl * d_log_sigma2).view(theta.shape)
+                grad_log_sigma2 = None if grad_kl is None else (grad_kl * d_log_sigma2).view(theta.shape)
             else:
                 kl_grad = torch.zeros((), dtype=sigma2.dtype, device=sigma2.device) if grad_kl is None else grad_kl
                 grad_log_sigma2 = _VARIANCE_GRADIENT(product.reshape(-1), sigma2.reshape(-1), kl_grad, d_log_sigma2).view(theta.shape)
