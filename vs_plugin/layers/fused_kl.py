@@ -190,6 +190,19 @@ class _Shared:
 _SHARED: "weakref.WeakKeyDictionary[object, _Shared]" = weakref.WeakKeyDictionary()
 
 
+def shared_result(owner: object, mean: Tensor, log_sigma2: Tensor, clip: float, kind: str) -> Optional[tuple[Tensor, Tensor]]:
+    """The (sigma^2, KL) of ``owner``'s pass of the current step, or None when there is no valid one."""
+    entry = _SHARED.get(owner)
+    if entry is not None and entry.valid_for(mean, log_sigma2, (float(clip), kind)):
+        return entry.result
+    return None
+
+
+def share(owner: object, mean: Tensor, log_sigma2: Tensor, clip: float, kind: str, token: _BackwardToken, result: tuple[Tensor, Tensor]) -> None:
+    """Record ``result`` (sigma^2, KL of one autograd node whose backward sets ``token.done``) as ``owner``'s pass of this step."""
+    _SHARED[owner] = _Shared(mean, log_sigma2, (float(clip), kind), token, result)
+
+
 def shared_variance_and_kl(owner: object, mean: Tensor, log_sigma2: Tensor, clip: float, kind: str) -> tuple[Tensor, Tensor]:
     """:func:`variance_and_kl` computed once per training step for ``owner`` (a layer).
 
@@ -203,15 +216,14 @@ def shared_variance_and_kl(owner: object, mean: Tensor, log_sigma2: Tensor, clip
     """
     if not (torch.is_grad_enabled() and (mean.requires_grad or log_sigma2.requires_grad)):
         return variance_and_kl(mean, log_sigma2, clip, kind)
-    settings = (float(clip), kind)
-    entry = _SHARED.get(owner)
-    if entry is not None and entry.valid_for(mean, log_sigma2, settings):
-        return entry.result
+    shared = shared_result(owner, mean, log_sigma2, clip, kind)
+    if shared is not None:
+        return shared
     if not _fused(mean, log_sigma2, kind):
         return variance_and_kl(mean, log_sigma2, clip, kind)
     token = _BackwardToken()
     result = _VarianceAndKL.apply(mean, log_sigma2, float(clip), kind, token)
-    _SHARED[owner] = _Shared(mean, log_sigma2, settings, token, result)
+    share(owner, mean, log_sigma2, clip, kind, token, result)
     return result
 
 

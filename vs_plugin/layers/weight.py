@@ -22,6 +22,7 @@ from torch import Tensor
 
 from . import functional as vf
 from .base import ConvMap, LinearMap, VariationalLayer
+from .fused_linear import linear_sample
 from .init import initial_log_sigma2
 
 
@@ -48,6 +49,10 @@ class SparseVDLayer(VariationalLayer):
         if not self.training:
             weight, bias = self.deterministic_weight_and_bias()
             return self.linear_map(x, weight, bias)
+        if isinstance(self, nn.Linear):  # one autograd node for the whole step (fused_linear.py)
+            out = linear_sample(self, x, self.weight, self.log_sigma2, self.bias, self.log_alpha_clip, self.kl_name)
+            if out is not None:
+                return out
         sigma2, _ = self.variance_and_kl()  # the KL term of this step reuses the same pass
         mean = self.linear_map(x, self.weight, self.bias)
         var = self.linear_map(x * x, sigma2)
