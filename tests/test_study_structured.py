@@ -12,7 +12,7 @@ from vs_plugin.study.cells import RowResult
 from vs_plugin.study.summary import summarise, to_markdown
 
 TINY = {
-    "name": "tiny-structured", "dataset": "digits", "teacher": "vgg-like:0.125", "teacher_epochs": 1, "seeds": [0, 1],
+    "name": "tiny-structured", "dataset": "digits", "teacher": "mlp:in-128-64-out", "teacher_epochs": 1, "seeds": [0, 1],
     "epochs": 2, "batch_size": 128, "student": "teacher", "dense_student_epochs": 0, "targets": [0.5],
     "metrics": ["macs", "latency"], "latency": {"batch_sizes": [1], "repeats": 2},
     "rows": [
