@@ -90,6 +90,8 @@ def test_low_data_fractions_and_plot(tmp_path):
         ({"rows": [{"label": "a", "method": "kd"}, {"label": "b", "method": "level", "match": "a"}]}, "earlier compress row"),
         ({"rows": [{"label": "a", "method": "compress", "settings": {"temprature": 1}}]}, "unknown setting"),
         ({"seeds": []}, "at least one seed"),
+        ({"epochs": "long"}, "epochs must be an integer >= 1"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
         ({"colour": "red"}, "unknown study key"),
         ({"rows": [{"label": "a", "method": "kd"}, {"label": "a", "method": "kd"}]}, "unique"),
     ],
@@ -131,3 +133,12 @@ def test_a_row_pruned_to_nothing_has_no_compression_ratio(tmp_path):
     ]
     table = to_markdown(summarise(results), "t")
     assert "all weights pruned (2 of 2 seeds)" in table and "1000.0x" not in table
+
+
+def test_top_level_targets_expand_compress_and_method_rows_but_not_kd_rows():
+    config = parse_experiment({**TINY, "targets": [0.9, 0.95], "rows": [
+        {"label": "VS", "method": "compress"}, {"label": "KD alone", "method": "kd"},
+        {"label": "Level", "method": "level", "config_list": [{"op_types": ["Linear"]}]}]})
+    assert [(r.label, r.target) for r in config.rows] == [
+        ("VS @ 0.9", 0.9), ("VS @ 0.95", 0.95), ("KD alone", None), ("Level @ 0.9", 0.9), ("Level @ 0.95", 0.95)]
+    assert config.compress_settings(config.rows[0], 0, 1.0).target_sparsity == 0.9

@@ -144,6 +144,12 @@ def _number(value: Any, where: str) -> float:
         raise ConfigError(f"{where} must be a number, got {value!r}") from None
 
 
+def _integer(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
 def _targets(value: Any, where: str) -> tuple[float, ...]:
     if not isinstance(value, (list, tuple)) or not value:
         raise ConfigError(f"{where} must be a non-empty list of targets in (0, 1), got {value!r}")
@@ -178,7 +184,8 @@ def _rows(data: Any, index: int, defaults: Mapping[str, Any]) -> list[RowSpec]:
         targets = (_targets([data["target"]], f"{where}: target")[0],)
     elif "targets" in data:
         targets = _targets(data["targets"], f"{where}: targets")
-    elif data.get("match") is None and defaults.get("targets") and not (method == "compress" and "target_sparsity" in (data.get("settings") or {})):
+    elif (data.get("match") is None and defaults.get("targets") and method != "kd"
+          and not (method == "compress" and "target_sparsity" in (data.get("settings") or {}))):
         targets = defaults["targets"]
     if data.get("match") is not None and targets != (None,):
         raise ConfigError(f"{where}: give a target or a match, not both")
@@ -236,7 +243,7 @@ def parse_study(data: Mapping[str, Any], base_dir: Path = Path(".")) -> StudyCon
     for fraction in fractions + (_number(data.get("teacher_train_fraction", 1.0), "teacher_train_fraction"),):
         if not 0 < fraction <= 1:
             raise ConfigError(f"train_fractions and teacher_train_fraction must lie in (0, 1], got {fraction}")
-    seeds = tuple(int(s) for s in data.get("seeds", (0, 1, 2)))
+    seeds = tuple(_integer(s, "seeds", 0) for s in data.get("seeds", (0, 1, 2)))
     if not seeds:
         raise ConfigError("'seeds' must list at least one seed")
     from .metrics import STUDY_METRICS
@@ -253,13 +260,13 @@ def parse_study(data: Mapping[str, Any], base_dir: Path = Path(".")) -> StudyCon
         teacher=str(_require(data, "teacher", "the study")), rows=rows,
         data_dir=_path(data.get("data_dir"), "data_dir", base_dir), image_size=data.get("image_size"),
         teacher_checkpoint=_path(data.get("teacher_checkpoint"), "teacher_checkpoint", base_dir),
-        teacher_epochs=int(data.get("teacher_epochs", 10)), teacher_lr=_number(data.get("teacher_lr", 1e-3), "teacher_lr"),
+        teacher_epochs=_integer(data.get("teacher_epochs", 10), "teacher_epochs", 0), teacher_lr=_number(data.get("teacher_lr", 1e-3), "teacher_lr"),
         teacher_train_fraction=_number(data.get("teacher_train_fraction", 1.0), "teacher_train_fraction"),
-        seeds=seeds, train_fractions=fractions, epochs=int(data.get("epochs", 30)),
+        seeds=seeds, train_fractions=fractions, epochs=_integer(data.get("epochs", 30), "epochs", 1),
         epochs_by_fraction={float(k): int(v) for k, v in (data.get("epochs_by_fraction") or {}).items()},
-        batch_size=int(data.get("batch_size", 64)), lr=_number(data.get("lr", 1e-3), "lr"),
+        batch_size=_integer(data.get("batch_size", 64), "batch_size", 1), lr=_number(data.get("lr", 1e-3), "lr"),
         kd_weight=_number(data.get("kd_weight", 1.0), "kd_weight"), temperature=_number(data.get("temperature", 4.0), "temperature"),
-        settings=dict(data.get("settings") or {}), dense_student_epochs=int(data.get("dense_student_epochs", 10)),
+        settings=dict(data.get("settings") or {}), dense_student_epochs=_integer(data.get("dense_student_epochs", 10), "dense_student_epochs", 0),
         metrics=tuple(dict.fromkeys(ALWAYS_MEASURED + metrics)), latency=latency,
         description=str(data.get("description", "")),
     )
