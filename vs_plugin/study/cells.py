@@ -110,6 +110,7 @@ class SeedCells:
         self.teacher_accuracy = evaluate_accuracy(self.teacher, self.test_batches, self.device)
         self.teacher_footprint = model_footprint(self.teacher)
         self._contexts: dict[tuple, MethodContext] = {}
+        self._dense: dict[tuple, tuple[nn.Module, float]] = {}
 
     def _train_batches(self, fraction: float):
         train = subset_fraction(self.bundle.train, fraction, self.seed)
@@ -139,15 +140,28 @@ class SeedCells:
             return copy.deepcopy(self.teacher).requires_grad_(True).train()
         return build_model(name, self.bundle.spec).to(self.device)
 
+    def _dense_student(self, name: str, fraction: float, epochs: int) -> tuple[nn.Module, float]:
+        """A copy of the dense student ``name`` trained ``epochs`` with CE + KD on ``fraction`` of
+        the data, and the seconds that took; trained once per seed (a kd row and the method rows'
+        starting student of the same length share it: the same seed gives the same model)."""
+        key = (name, fraction, epochs)
+        if key not in self._dense:
+            _, batches = self._train_batches(fraction)
+            student = self._student(name)
+            check_models_fit_data(self.teacher, student, next(iter(batches)), self.bundle.spec.num_classes, self.device)
+            started = time.perf_counter()
+            if epochs > 0:
+                distill(student, self.teacher, batches, epochs=epochs, lr=self.config.lr, objective=self._objective(),
+                        device=self.device, phase="dense student")
+            self._dense[key] = (student, time.perf_counter() - started)
+        student, seconds = self._dense[key]
+        return copy.deepcopy(student), seconds
+
     def run_kd(self, row: RowSpec, fraction: float) -> RowResult:
         """"KD alone": a dense student trained with CE + KD for the budget (stored dense)."""
-        c = self.config
-        train, batches = self._train_batches(fraction)
-        student = self._student(row.student)
-        epochs = c.epochs_for(row, fraction)
-        started = time.perf_counter()
-        distill(student, self.teacher, batches, epochs=epochs, lr=c.lr, objective=self._objective(), device=self.device, phase=row.label)
-        return self._result(row, fraction, epochs, student, time.perf_counter() - started, dense=True)
+        epochs = self.config.epochs_for(row, fraction)
+        student, seconds = self._dense_student(row.student, fraction, epochs)
+        return self._result(row, fraction, epochs, student, seconds, dense=True)
 
     def context(self, row: RowSpec, fraction: float) -> MethodContext:
         """The shared starting point of the method rows with this student, fraction and budget."""
@@ -156,14 +170,13 @@ class SeedCells:
         key = (row.student, fraction, epochs)
         if key not in self._contexts:
             train, batches = self._train_batches(fraction)
-            student = self._student(row.student)
-            check_models_fit_data(self.teacher, student, next(iter(batches)), self.bundle.spec.num_classes, self.device)
-            trained = row.student != TEACHER_COPY and c.dense_student_epochs > 0
-            if trained:
-                distill(student, self.teacher, batches, epochs=c.dense_student_epochs, lr=c.lr, objective=self._objective(),
-                        device=self.device, phase="dense student")
+            if row.student == TEACHER_COPY:
+                student, trained = self._student(row.student), True
+            else:
+                student = self._dense_student(row.student, fraction, c.dense_student_epochs)[0]
+                trained = c.dense_student_epochs > 0
             self._contexts[key] = MethodContext(
-                teacher=self.teacher, starting_student=student, student_is_trained=trained or row.student == TEACHER_COPY,
+                teacher=self.teacher, starting_student=student, student_is_trained=trained,
                 train_batches=batches, test_batches=self.test_batches, num_train_samples=dataset_size(train),
                 budget=TrainingBudget(epochs, c.lr, c.kd_weight, c.temperature, len(batches)), device=self.device,
                 num_classes=self.bundle.spec.num_classes,
