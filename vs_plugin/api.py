@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
@@ -19,10 +20,13 @@ from .models.teacher import TeacherSource
 from .pipeline.inputs import build_named_inputs, dataset_section
 from .pipeline.outputs import STUDENT_SPEC, STUDENT_WEIGHTS
 from .pipeline.resume import checkpoint_settings, resumed_values
-from .pipeline.run import CompressionJob, run_compression
+from .pipeline.run import CompressionJob, run_compression, student_kind
 from .pipeline.settings import CompressSettings
 from .pipeline.validation import infer_num_classes
 from .training.reproducibility import seed_everything
+
+if TYPE_CHECKING:
+    from .integrations.torch_pruning.structured_settings import StructuredSettings
 
 ModelArgument = Union[nn.Module, str]
 
@@ -129,6 +133,7 @@ def compress_by_name(
     overwrite: bool = False,
     settings: Optional[CompressSettings] = None,
     log: Optional[Callable[[str], None]] = None,
+    structured: Optional["StructuredSettings"] = None,
 ) -> tuple[nn.Module, dict]:
     """What ``vs-plugin compress`` does: build models and data by name, then compress.
 
@@ -137,9 +142,13 @@ def compress_by_name(
     timm/HF model folder) or the hub (``pretrained``); otherwise it is trained first for
     ``settings.teacher_epochs`` epochs, as it is after ``reset_head``. Image folders (and in-memory
     data resized with ``image_size`` for a timm/torchvision teacher) go through timm's input
-    pipeline resolved from the teacher. ``log`` receives the per-epoch lines.
+    pipeline resolved from the teacher. ``log`` receives the per-epoch lines. ``structured``
+    (:class:`vs_plugin.integrations.torch_pruning.StructuredSettings`): the structured student
+    (``vs-plugin compress --structured``, :mod:`vs_plugin.pipeline.structured`).
     """
+    started = time.perf_counter()
     settings = settings or CompressSettings()
+    student_kind(structured).settings(settings)  # the kind's own checks, before any data is read
     seed_everything(settings.seed)  # repeatable model initialisation
     inputs = build_named_inputs(
         teacher, student, dataset, settings=settings,
@@ -165,6 +174,8 @@ def compress_by_name(
         inputs=(teacher_checkpoint,) if teacher_checkpoint is not None else (),
         dataset_info=dataset_section(bundle),
         teacher_info=inputs.teacher_info,
+        structured=structured,
+        started=started,
     )
     return run_compression(job)
 

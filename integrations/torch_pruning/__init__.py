@@ -30,7 +30,7 @@ from .masks import apply_masks, masks_from_zero_channels
 from .plan import ChannelRemoval, PlanItem, apply_plan, dead_channel_plan, ranked_plan, removed_channels, zero_shifts
 from .pruner import PruneConfig, PruneStep, VariationalStudentPruner
 from .serialization import load_pruned, save_pruned
-from .structured import run_structured, structured_from_modules
+from vs_plugin.pipeline.structured import run_structured, structured_from_modules  # the core's structured run, named here
 from .structured_settings import StructuredSettings
 
 __all__ = [

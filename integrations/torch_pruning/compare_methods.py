@@ -33,11 +33,11 @@ from vs_plugin.compare.method import MethodContext, MethodOutcome
 from vs_plugin.errors import ConfigError
 from vs_plugin.losses.objective import ObjectiveConfig
 from vs_plugin.pipeline.settings import CompressSettings
+from vs_plugin.pipeline.structured import train_structured
 
 from .baselines import GROUP_NORM_REG, TAYLOR_BATCHES, run_tp_baseline
 from .embedding import expand_to_original
 from .macs import count_macs_params
-from .structured import train_structured
 from .structured_settings import StructuredSettings
 
 COMMON_OPTIONS = ("global_pruning", "max_layer_ratio")
@@ -100,7 +100,7 @@ class TorchPruningMethod:
 
 
 class StructuredStudentMethod:
-    """The structured Variational Student (:func:`.structured.train_structured`) as a compare method."""
+    """The structured Variational Student (:func:`vs_plugin.pipeline.structured.train_structured`) as a compare method."""
 
     name = "vs-structured"
 

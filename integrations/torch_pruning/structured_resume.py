@@ -14,6 +14,8 @@ student is rebuilt as the run built it (gates included), every recorded pruning 
 through the dependency graph (:func:`restore_pruner`), and only then are its weights loaded.
 The random-number state is restored at the start of the next epoch, and every data order depends
 on the seed and the epoch only, so a resumed run gives the same pruned model as an uninterrupted one.
+The checkpoint's format and settings are checked by the core run
+(:func:`vs_plugin.pipeline.run.check_resumable`).
 """
 
 from __future__ import annotations
@@ -22,13 +24,10 @@ from typing import Any, Mapping
 
 import torch.nn as nn
 
-from vs_plugin.errors import CheckpointError, ConfigError
+from vs_plugin.errors import CheckpointError
 
 from .plan import apply_plan, plan_from_json, plan_to_json
 from .pruner import PruneStep, VariationalStudentPruner
-
-STRUCTURED_CHECKPOINT_FORMAT = "vs-plugin-structured-checkpoint/1"
-PHASES = ("teacher", "student", "finetune")
 
 
 def steps_to_json(steps: list[PruneStep]) -> list[dict]:
@@ -68,17 +67,4 @@ def load_model_state(model: nn.Module, state: Mapping[str, Any], what: str) -> N
         raise CheckpointError(f"the checkpoint's {what} does not fit the rebuilt model: {first}") from None
 
 
-def check_resumable(checkpoint: dict, record: dict, resumable: tuple[str, ...]) -> None:
-    """The checkpoint must be a structured one written with the same settings (but ``resumable``)."""
-    if checkpoint.get("format") != STRUCTURED_CHECKPOINT_FORMAT or checkpoint.get("phase") not in PHASES:
-        raise CheckpointError(
-            f"the checkpoint is not one of a structured run (format {checkpoint.get('format')!r}); resume it without --structured"
-        )
-    saved = checkpoint.get("settings", {})
-    differing = sorted(k for k in set(record) | set(saved) if k not in resumable and saved.get(k) != record.get(k))
-    if differing:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {record.get(k)!r}" for k in differing)
-        raise ConfigError(f"cannot resume with different settings ({details}); only {', '.join(resumable)} may change")
-
-
-__all__ = ["STRUCTURED_CHECKPOINT_FORMAT", "steps_to_json", "restore_pruner", "load_model_state", "check_resumable"]
+__all__ = ["steps_to_json", "restore_pruner", "load_model_state"]

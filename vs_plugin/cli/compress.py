@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from ..api import compress_by_name
-from ..console import logger
 from ..errors import ConfigError
 from ..pipeline.report import summary_table
 from ..pipeline.resume import checkpoint_settings, resumed_values
@@ -107,34 +106,6 @@ def _structured_values(from_file, args: argparse.Namespace):
     return values
 
 
-def _run_structured(args: argparse.Namespace, run_values: dict, settings: CompressSettings, values: dict) -> int:
-    from ..pipeline.structured import run_structured
-    from ..integrations.torch_pruning.structured_report import summary_lines
-    from ..integrations.torch_pruning.structured_settings import StructuredSettings
-
-    _, report = run_structured(
-        teacher=run_values.get("teacher", DEFAULT_TEACHER),
-        student=run_values.get("student", "same"),
-        dataset=run_values.get("dataset", DEFAULT_DATASET),
-        settings=settings,
-        structured=StructuredSettings.from_mapping(values),
-        teacher_checkpoint=run_values.get("teacher_checkpoint"),
-        pretrained=bool(run_values.get("pretrained")),
-        reset_head=bool(run_values.get("reset_head")),
-        data_dir=run_values.get("data_dir"),
-        download=not args.no_download,
-        image_size=run_values.get("image_size"),
-        out_dir=args.out,
-        overwrite=args.overwrite,
-        resume=args.resume,
-        log=logger.info,  # silenced by --quiet (see vs_plugin.console)
-    )
-    print(summary_table(report))
-    print("\n".join(summary_lines(report)))
-    print(f"wrote {args.out / 'report.json'}, {args.out / 'pruned.json'} and {args.out / 'pruned.pt'}")
-    return 0
-
-
 def run(args: argparse.Namespace) -> int:
     values = read_config_file(args.config) if args.config else {}
     structured = _structured_values(values.pop("structured", None), args)
@@ -156,10 +127,12 @@ def run(args: argparse.Namespace) -> int:
     if image_size is not None and not isinstance(image_size, int):
         raise ConfigError(f"image_size must be an integer, got {image_size!r}")
     if structured is not None:
-        return _run_structured(args, run_values, settings, structured)
-    student, report = compress_by_name(
+        from ..integrations.torch_pruning.structured_settings import StructuredSettings
+
+        structured = StructuredSettings.from_mapping(structured)
+    _, report = compress_by_name(
         teacher=run_values.get("teacher", DEFAULT_TEACHER),
-        student=run_values.get("student", DEFAULT_STUDENT),
+        student=run_values.get("student", DEFAULT_STUDENT if structured is None else "same"),
         dataset=run_values.get("dataset", DEFAULT_DATASET),
         teacher_checkpoint=run_values.get("teacher_checkpoint"),
         pretrained=bool(run_values.get("pretrained")),
@@ -171,9 +144,16 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         settings=settings,
+        structured=structured,
     )
     if not is_main_process():
         return 0
     print(summary_table(report))
+    if structured is not None:
+        from ..integrations.torch_pruning.structured_report import summary_lines
+
+        print("\n".join(summary_lines(report)))
+        print(f"wrote {args.out / 'report.json'}, {args.out / 'pruned.json'} and {args.out / 'pruned.pt'}")
+        return 0
     print(f"wrote {args.out / 'report.json'}, {args.out / 'student.pt'} and {args.out / 'student.json'}")
     return 0

@@ -1,6 +1,12 @@
 """One compression run, end to end: teacher (trained or given) -> variational student -> report.
 
-Used by ``vs_plugin.compress`` and ``vs-plugin compress``, in one process or under torchrun.
+Used by ``vs_plugin.compress`` and ``vs-plugin compress`` (plain and ``--structured``), in one
+process or under torchrun. The run is one skeleton (:func:`run_compression`): check the inputs,
+make the loaders, open the run folder and check a checkpoint to resume, train or load the
+teacher, measure it, train the student, report, write the files. What differs between the
+per-weight student (:class:`WeightStudent`, here) and the structured one (channel gates removed
+through torch-pruning: :class:`vs_plugin.pipeline.structured.StructuredStudent`) is a
+:class:`StudentKind`: its checks, checkpoints, training, report section and files.
 Inputs are validated before anything is written; see :mod:`vs_plugin.pipeline.outputs` for what
 is written when, and :mod:`vs_plugin.pipeline.phases` for the training itself.
 """
@@ -13,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 import torch
 import torch.nn as nn
@@ -27,13 +33,16 @@ from ..models.registry import InputSpec
 from ..training.distributed import DistributedContext, barrier, broadcast_object, init_distributed, process_device
 from ..pruning import apply_keep_masks, global_keep_masks, log_alpha_scores
 from ..variationalize import finalize, masks as keep_masks, set_threshold, variationalize
-from .outputs import CHECKPOINT as CHECKPOINT_FILE, RunDirectory
+from .outputs import CHECKPOINT as CHECKPOINT_FILE, RUN_FILES, RunDirectory
 from .phases import (
     CHECKPOINT_FORMAT, PhaseEnvironment, distributed_accuracy, phase_finished, to_device, phase_reached, train_student, train_teacher,
 )
 from .report import build_report
 from .settings import CompressSettings
 from .validation import check_labels, check_models_fit_data, first_batch, infer_num_classes, resolve_device
+
+if TYPE_CHECKING:  # the adapter is imported only inside functions
+    from ..integrations.torch_pruning.structured_settings import StructuredSettings
 
 #: Settings that may differ when resuming (more epochs, another device, a quiet terminal).
 RESUMABLE_CHANGES = ("epochs", "device", "progress", "num_workers", "cache_teacher", "compile_kl", "threshold_sweep", "eval_every", "channels_last")
@@ -61,11 +70,62 @@ class CompressionJob:
     num_classes: Optional[int] = None  # the class count, for data whose labels cannot be read up front
     dataset_info: dict = field(default_factory=dict)  # merged into report.json "dataset" (image pipeline)
     teacher_info: dict = field(default_factory=dict)  # report.json "teacher.weights_from": where they came from
+    structured: Optional["StructuredSettings"] = None  # set: the structured student (pipeline/structured.py)
+    started: Optional[float] = None  # time.perf_counter() when the run began (before its data was read)
 
 
-def _check_resumable(checkpoint: dict, current: dict, world_size: int) -> None:
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"the checkpoint has another format: {checkpoint.get('format')!r}")
+class StudentKind(Protocol):
+    """What differs between the per-weight and the structured student of one run."""
+
+    files: tuple[str, ...]  # what a run of this kind writes in its folder
+    checkpoint_format: str
+
+    def settings(self, settings: CompressSettings) -> CompressSettings:
+        """The run's settings, checked for this kind (raises ConfigError before anything is read)."""
+
+    def record(self) -> dict:
+        """More entries of the settings record (report.json ``config``, checked on resume)."""
+
+    def phase_epochs(self, job: "CompressionJob", settings: CompressSettings) -> dict:
+        """Epochs of each checkpointed phase, for the line that says where a run resumes."""
+
+    def train_teacher(self, job: "CompressionJob", env: PhaseEnvironment, teacher: nn.Module, checkpoint: Optional[dict]) -> None:
+        """Train the teacher when the run does (resuming from ``checkpoint``), or load it from the checkpoint."""
+
+    def train_student(
+        self, job: "CompressionJob", env: PhaseEnvironment, student: nn.Module, teacher: nn.Module, num_train: int,
+        checkpoint: Optional[dict],
+    ) -> tuple[nn.Module, float]:
+        """Train and prune ``student``; returns (plain student, its test accuracy)."""
+
+    def complete_report(self, report: dict, job: "CompressionJob", env: PhaseEnvironment, student: nn.Module, teacher: nn.Module) -> None:
+        """Add this kind's measurements to ``report``."""
+
+    def write(self, run_dir: RunDirectory, job: "CompressionJob", student: nn.Module, report: dict, teacher: nn.Module) -> None:
+        """Write the run's files (report.json last) and commit the folder."""
+
+
+def student_kind(structured: Optional["StructuredSettings"]) -> StudentKind:
+    """The per-weight student, or the structured one when ``structured`` settings are given."""
+    if structured is None:
+        return WeightStudent()
+    from .structured import StructuredStudent
+
+    return StructuredStudent(structured)
+
+
+#: What a run refused a checkpoint of another kind says: how to resume it instead.
+_OTHER_KIND = {CHECKPOINT_FORMAT: "resume it without --structured"}
+
+
+def check_resumable(checkpoint: dict, current: dict, world_size: int, checkpoint_format: str = CHECKPOINT_FORMAT) -> None:
+    """``checkpoint`` must be of this run's kind, written with the same settings (but
+    :data:`RESUMABLE_CHANGES`) by as many processes."""
+    found = checkpoint.get("format")
+    if found != checkpoint_format:
+        if found in _OTHER_KIND:
+            raise CheckpointError(f"the checkpoint is not one of a structured run (format {found!r}); {_OTHER_KIND[found]}")
+        raise CheckpointError(f"the checkpoint has another format: {found!r}")
     saved = checkpoint["settings"]
     differing = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
     if differing:
@@ -78,15 +138,17 @@ def _check_resumable(checkpoint: dict, current: dict, world_size: int) -> None:
         )
 
 
-def _prepare_output(job: CompressionJob, settings_record: dict, dist: DistributedContext) -> tuple[Optional[RunDirectory], Optional[dict]]:
+def _prepare_output(
+    job: CompressionJob, kind: StudentKind, settings_record: dict, dist: DistributedContext
+) -> tuple[Optional[RunDirectory], Optional[dict]]:
     """Rank 0 validates the output folder and reads the checkpoint; every rank gets the outcome."""
     run_dir, checkpoint, failure = None, None, None
     if dist.is_main and job.out_dir is not None:
         try:
-            run_dir = RunDirectory(job.out_dir, job.resume, job.overwrite, inputs=job.inputs)
+            run_dir = RunDirectory(job.out_dir, job.resume, job.overwrite, files=kind.files, inputs=job.inputs)
             checkpoint = run_dir.load_checkpoint() if job.resume else None
             if checkpoint is not None:
-                _check_resumable(checkpoint, settings_record, dist.world_size)
+                check_resumable(checkpoint, settings_record, dist.world_size, kind.checkpoint_format)
         except VSPluginError as error:
             failure = error
             if run_dir is not None:
@@ -102,10 +164,13 @@ def _prepare_output(job: CompressionJob, settings_record: dict, dist: Distribute
     return run_dir, checkpoint
 
 
-def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
-    """Run ``job``; returns the finalized student and the report dict (on every rank)."""
-    started = time.perf_counter()
-    settings = job.settings
+def run_compression(job: CompressionJob, kind: Optional[StudentKind] = None) -> tuple[nn.Module, dict]:
+    """Run ``job``; returns the finalized student and the report dict (on every rank).
+
+    ``kind``: the student's kind (default :func:`student_kind` of ``job.structured``)."""
+    started = job.started if job.started is not None else time.perf_counter()
+    kind = kind if kind is not None else student_kind(job.structured)
+    settings = kind.settings(job.settings)
     dist = init_distributed(resolve_device(settings.device))
     device = process_device(resolve_device(settings.device), dist)
     quiet = lambda message: None  # noqa: E731
@@ -143,14 +208,10 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
     teacher = to_device(job.teacher, device, settings.channels_last)
     student_template = None if job.student is None else to_device(job.student, device, settings.channels_last)
     check_models_fit_data(teacher, student_template, first_batch(train_loader), num_classes, device)
-    warm_started = job.student is not None and settings.phase_epochs(warm_start=True)[0] > 0
-    variational_config = settings.variational_config(student_from_teacher=job.student is None or warm_started)
-    objective_config = settings.objective_config()
-    settings_record = {**job.rerun, **settings.to_dict()}
-    run_dir, checkpoint = _prepare_output(job, settings_record, dist)
+    settings_record = {**job.rerun, **settings.to_dict(), **kind.record()}
+    run_dir, checkpoint = _prepare_output(job, kind, settings_record, dist)
     if checkpoint is not None:
-        student_phases = dict(zip(("warmstart", "student", "finetune"), settings.phase_epochs(warm_start=job.student is not None)))
-        total = settings.teacher_epochs if checkpoint["phase"] == "teacher" else student_phases[checkpoint["phase"]]
+        total = kind.phase_epochs(job, settings)[checkpoint["phase"]]
         where = "" if run_dir is None else f" ({run_dir.file(CHECKPOINT_FILE)})"  # run_dir: rank 0 only
         log(f"resuming from {checkpoint['phase']} epoch {checkpoint['epoch']} of {total}{where}")
 
@@ -159,35 +220,21 @@ def run_compression(job: CompressionJob) -> tuple[nn.Module, dict]:
         test_loader=test_loader, log=log,
         write_checkpoint=None if run_dir is None else run_dir.save_checkpoint,
         settings_record=settings_record,
-        history=checkpoint["history"] if checkpoint is not None else {"teacher": [], "student": []},
+        history=checkpoint.get("history", {"teacher": [], "student": []}) if checkpoint is not None else {"teacher": [], "student": []},
         started=started, earlier_wall_time_s=float(checkpoint.get("wall_time_s", 0.0)) if checkpoint is not None else 0.0,
     )
     if dist.enabled:
         torch.manual_seed(settings.seed + 1_000_003 * dist.rank)  # independent noise per rank
     try:
-        student, report = _train_and_measure(job, env, teacher, num_train, num_classes, variational_config, objective_config, checkpoint, started)
+        student, report = _train_and_measure(job, kind, env, teacher, num_train, num_classes, checkpoint)
         if run_dir is not None:
-            spec = {
-                "format": "vs-plugin-student/1",
-                "model": report["student"]["name"],
-                "input": report["dataset"]["input_shape"],
-                "num_classes": num_classes,
-                "weights": "student.pt",
-                "granularity": settings.granularity,
-                "nnz": report["student"]["nnz"],
-                "sparsity": report["student"]["sparsity"],
-            }
-            teacher_state = teacher.state_dict() if job.train_teacher else None
-            run_dir.write_results(student.state_dict(), spec, report, teacher_state)
-    except OutputError as error:  # a full disk: keep the last checkpoint, so the run can continue
-        if run_dir is not None and run_dir.file(CHECKPOINT_FILE).exists():
-            raise OutputError(f"{error}; the last checkpoint is kept: make room, then continue with --resume") from None
+            kind.write(run_dir, job, student, report, teacher)
+    except VSPluginError as error:
         if run_dir is not None:
-            run_dir.discard()
-        raise
-    except VSPluginError:
-        if run_dir is not None:
-            run_dir.discard()
+            if isinstance(error, OutputError) and run_dir.file(CHECKPOINT_FILE).exists():  # a full disk: continue later
+                raise OutputError(f"{error}; the last checkpoint is kept: make room, then continue with --resume") from None
+            if not job.resume:  # a resumed run keeps its folder (and checkpoint) as it was
+                run_dir.discard()
         raise
     finally:
         if run_dir is not None:
@@ -220,12 +267,9 @@ def warn_teacher_at_chance(accuracy: float, num_classes: int) -> None:
         )
 
 
-def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_classes, variational_config, objective_config, checkpoint, started):
+def _train_and_measure(job: CompressionJob, kind: StudentKind, env: PhaseEnvironment, teacher, num_train, num_classes, checkpoint):
     settings = env.settings
-    if checkpoint is not None:
-        teacher.load_state_dict(checkpoint["teacher"])
-    if job.train_teacher and settings.teacher_epochs > 0 and not phase_finished(checkpoint, "teacher"):
-        train_teacher(teacher, env, phase_reached(checkpoint, "teacher"))
+    kind.train_teacher(job, env, teacher, checkpoint)
     teacher.eval()
     teacher_accuracy = distributed_accuracy(teacher, env)
     warn_teacher_at_chance(teacher_accuracy, num_classes)
@@ -233,9 +277,7 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
 
     student = copy.deepcopy(teacher) if job.student is None else to_device(job.student, env.device, settings.channels_last)
     dense_student_footprint = model_footprint(student)
-    student, sweep = _train_student_phases(job, env, student, teacher, num_train, variational_config, objective_config, checkpoint)
-    student.eval()
-    student_accuracy = distributed_accuracy(student, env)
+    student, student_accuracy = kind.train_student(job, env, student, teacher, num_train, checkpoint)
     report = build_report(
         teacher=teacher_footprint,
         teacher_accuracy=teacher_accuracy,
@@ -258,18 +300,73 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
         },
         config=env.settings_record,
         history=env.history,
-        wall_time_s=env.wall_time_s(),
+        wall_time_s=0.0,
         device=env.device,
         world_size=env.dist.world_size,
     )
-    if sweep:
-        report["student"]["threshold_sweep"] = sweep
-    if env.history.get("phases"):
-        report["phases"] = env.history["phases"]
     if job.teacher_info:
         report["teacher"]["weights_from"] = job.teacher_info
-    report["student"]["teacher_outputs"] = env.notes.get("teacher_outputs")
+    kind.complete_report(report, job, env, student, teacher)
+    report["wall_time_s"] = env.wall_time_s()
     return student, report
+
+
+class WeightStudent:
+    """The per-weight Variational Student: a student of sparse variational layers, pruned by the
+    log alpha threshold or to a target (:func:`_train_student_phases`), written as ``student.pt``
+    + ``student.json``; checkpoints of :func:`vs_plugin.pipeline.phases.train_student`."""
+
+    files = RUN_FILES
+    checkpoint_format = CHECKPOINT_FORMAT
+
+    def __init__(self) -> None:
+        self.sweep: list[dict] = []
+
+    def settings(self, settings: CompressSettings) -> CompressSettings:
+        return settings
+
+    def record(self) -> dict:
+        return {}
+
+    def phase_epochs(self, job: CompressionJob, settings: CompressSettings) -> dict:
+        student_phases = settings.phase_epochs(warm_start=job.student is not None)
+        return {"teacher": settings.teacher_epochs, **dict(zip(("warmstart", "student", "finetune"), student_phases))}
+
+    def train_teacher(self, job: CompressionJob, env: PhaseEnvironment, teacher: nn.Module, checkpoint: Optional[dict]) -> None:
+        if checkpoint is not None:
+            teacher.load_state_dict(checkpoint["teacher"])
+        if job.train_teacher and env.settings.teacher_epochs > 0 and not phase_finished(checkpoint, "teacher"):
+            train_teacher(teacher, env, phase_reached(checkpoint, "teacher"))
+
+    def train_student(self, job, env: PhaseEnvironment, student, teacher, num_train, checkpoint) -> tuple[nn.Module, float]:
+        settings = env.settings
+        warm_started = job.student is not None and settings.phase_epochs(warm_start=True)[0] > 0
+        variational_config = settings.variational_config(student_from_teacher=job.student is None or warm_started)
+        objective_config = settings.objective_config()
+        student, self.sweep = _train_student_phases(job, env, student, teacher, num_train, variational_config, objective_config, checkpoint)
+        student.eval()
+        return student, distributed_accuracy(student, env)
+
+    def complete_report(self, report: dict, job: CompressionJob, env: PhaseEnvironment, student: nn.Module, teacher: nn.Module) -> None:
+        if self.sweep:
+            report["student"]["threshold_sweep"] = self.sweep
+        if env.history.get("phases"):
+            report["phases"] = env.history["phases"]
+        report["student"]["teacher_outputs"] = env.notes.get("teacher_outputs")
+
+    def write(self, run_dir: RunDirectory, job: CompressionJob, student: nn.Module, report: dict, teacher: nn.Module) -> None:
+        spec = {
+            "format": "vs-plugin-student/1",
+            "model": report["student"]["name"],
+            "input": report["dataset"]["input_shape"],
+            "num_classes": report["dataset"]["num_classes"],
+            "weights": "student.pt",
+            "granularity": report["config"]["granularity"],
+            "nnz": report["student"]["nnz"],
+            "sparsity": report["student"]["sparsity"],
+        }
+        teacher_state = teacher.state_dict() if job.train_teacher else None
+        run_dir.write_results(student.state_dict(), spec, report, teacher_state)
 
 
 def _train_student_phases(job, env: PhaseEnvironment, student, teacher, num_train, variational_config, objective_config, checkpoint):
@@ -323,6 +420,8 @@ def _train_student_phases(job, env: PhaseEnvironment, student, teacher, num_trai
 def _student_init(job: CompressionJob, settings: CompressSettings) -> str:
     if job.student is None:
         return "teacher weights"
+    if job.structured is not None:  # the structured student has no warm start
+        return "random (from scratch)"
     warm = settings.phase_epochs(warm_start=True)[0]
     return f"random, then {warm} epochs of dense KD (warm start)" if warm else "random (from scratch)"
 

@@ -15,11 +15,14 @@
    dense teacher and the pruned student at each batch size (median of ``latency_repeats``
    interleaved runs).
 
-Written to the output folder: ``report.json`` (the core report plus a ``structured`` section),
-``pruned.json`` + ``pruned.pt`` (spec and state_dict, :func:`load_pruned`), ``teacher.pt`` when
-the teacher was trained here, and ``checkpoint.pt`` after every epoch of every phase, from which
-``resume`` continues (:mod:`vs_plugin.integrations.torch_pruning.structured_resume`); the folder is the core run folder (locked,
-overwritten only on success). Our choices, stated in the report: gates start at
+The run is the one compression run (:func:`vs_plugin.pipeline.run.run_compression`: inputs
+checked, run folder, resume check, teacher, report); this module is its structured
+:class:`StructuredStudent` kind. Written to the output folder: ``report.json`` (the core report
+plus a ``structured`` section), ``pruned.json`` + ``pruned.pt`` (spec and state_dict,
+:func:`load_pruned`), ``teacher.pt`` when the teacher was trained here, and ``checkpoint.pt``
+after every epoch of every phase, from which ``resume`` continues
+(:mod:`vs_plugin.integrations.torch_pruning.structured_resume` replays the pruning steps); the
+folder is the core run folder (locked, overwritten only on success). Our choices, stated in the report: gates start at
 log sigma^2 = -6 unless ``init_log_sigma2`` is set (at -15 the clipped log alpha gets no KL
 gradient), and learn at ``gate_lr`` (default 10 x ``lr``: gates must travel ~10 units of log
 alpha, weights only a little).
@@ -30,7 +33,6 @@ core loads without torch_pruning.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,66 +41,27 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Un
 import torch
 import torch.nn as nn
 
-from ..data.loaders import dataset_size, make_loader, subset_fraction
-from ..errors import ConfigError, OutputError, VSPluginError
 from ..metrics.accuracy import evaluate_accuracy
-from ..metrics.footprint import model_footprint
 from ..models.registry import InputSpec
-from ..models.teacher import TeacherSource
 from ..training.fit import each_epoch, fit
 from ..training.recipes import accuracy_hook, distill, train_classifier
 from ..training.reproducibility import restore_rng_state, rng_state, seed_everything
 from ..training.steps import StudentStep
 from ..variationalize import finalize
-from .inputs import build_named_inputs, dataset_section
-from .outputs import RunDirectory
-from .report import build_report
-from .run import RESUMABLE_CHANGES, warn_short_warmup
+from .outputs import CHECKPOINT, REPORT, RunDirectory, TEACHER_WEIGHTS
+from .phases import PhaseEnvironment
+from .run import CompressionJob, run_compression
 from .settings import CompressSettings
-from .validation import resolve_device
 
 if TYPE_CHECKING:  # the adapter is imported only inside functions
     from ..integrations.torch_pruning.plan import PlanItem
     from ..integrations.torch_pruning.structured_settings import StructuredSettings
 
-REPORT = "report.json"
-TEACHER_WEIGHTS = "teacher.pt"
-CHECKPOINT = "checkpoint.pt"
 PRUNED_SPEC, PRUNED_WEIGHTS = "pruned.json", "pruned.pt"  # the adapter's serialization names them too
 OUTPUT_FILES = (REPORT, PRUNED_SPEC, PRUNED_WEIGHTS, TEACHER_WEIGHTS, CHECKPOINT)
-#: Phase payload -> written as the run's checkpoint by :func:`_checkpointer`.
+STRUCTURED_CHECKPOINT_FORMAT = "vs-plugin-structured-checkpoint/1"
+#: Phase payload -> written as the run's checkpoint by :meth:`StructuredStudent.checkpointer`.
 SaveFunction = Callable[[str, int, dict], None]
-
-
-def open_output(
-    path: Optional[Union[str, Path]], *, resume: bool = False, overwrite: bool = False, inputs: Sequence[Any] = ()
-) -> Optional[RunDirectory]:
-    """The run folder of a structured run (the core :class:`RunDirectory`: locked, checked for
-    writing, staged when overwriting), or None when nothing is written."""
-    if path is None:
-        return None
-    return RunDirectory(Path(path), resume=resume, overwrite=overwrite, files=OUTPUT_FILES, inputs=inputs)
-
-
-def settings_record(rerun: Optional[Mapping[str, Any]], settings: CompressSettings, structured: "StructuredSettings") -> dict:
-    """The report's ``config``: what repeats the run, and what a resume must match."""
-    return {**dict(rerun or {}), **settings.replace(granularity="channel").to_dict(), "structured": structured.to_dict()}
-
-
-def _checkpointer(run_dir: Optional[RunDirectory], record: dict, common: dict, started: float, earlier_s: float) -> Optional[SaveFunction]:
-    """A save function writing ``{format, phase, epoch, settings, wall_time_s, **common, **payload}``."""
-    from ..integrations.torch_pruning.structured_resume import STRUCTURED_CHECKPOINT_FORMAT
-
-    if run_dir is None:
-        return None
-
-    def save(phase: str, epoch: int, payload: dict) -> None:
-        run_dir.save_checkpoint({
-            "format": STRUCTURED_CHECKPOINT_FORMAT, "phase": phase, "epoch": epoch, "settings": record,
-            "wall_time_s": earlier_s + time.perf_counter() - started, **common, **payload,
-        })
-
-    return save
 
 
 def train_teacher(
@@ -127,17 +90,6 @@ def train_teacher(
         evaluate=accuracy_hook(teacher, test_loader, device), after_epoch=[checkpoint] if save is not None else [],
     )
     return state.history
-
-
-def loaders(train, test, settings: CompressSettings):
-    """(train loader, test loader, number of training samples) as the core pipeline makes them."""
-    if settings.train_fraction < 1:
-        if not isinstance(train, torch.utils.data.Dataset):
-            raise ConfigError("train_fraction < 1 needs the training data as a Dataset, not a DataLoader")
-        train = subset_fraction(train, settings.train_fraction, settings.seed)
-    train_loader = make_loader(train, settings.batch_size, shuffle=True, seed=settings.seed, num_workers=settings.num_workers)
-    test_loader = make_loader(test, max(settings.batch_size, 256), shuffle=False, seed=settings.seed, num_workers=settings.num_workers)
-    return train_loader, test_loader, dataset_size(train)
 
 
 @dataclass
@@ -252,6 +204,97 @@ def train_structured(
     return StructuredOutcome(student, hook.plan, accuracy, extra, student_history, finetune_history)
 
 
+class StructuredStudent:
+    """The structured kind of the one compression run: channel gates trained on the core loop and
+    removed through torch-pruning (:func:`train_structured`); checkpoints in their own format
+    (the pruning steps are replayed on resume); ``pruned.json`` + ``pruned.pt`` and the report's
+    ``structured`` section (params, MACs, CPU latency)."""
+
+    files = OUTPUT_FILES
+    checkpoint_format = STRUCTURED_CHECKPOINT_FORMAT
+
+    def __init__(self, structured: "StructuredSettings", teacher_history: Optional[list] = None) -> None:
+        self.structured = structured
+        self.teacher_history = list(teacher_history or [])
+        self.outcome: Optional[StructuredOutcome] = None
+        self.dense_size: dict = {}
+
+    def settings(self, settings: CompressSettings) -> CompressSettings:
+        from ..integrations.torch_pruning.structured_settings import check_single_process, prune_epochs
+
+        check_single_process(settings)
+        prune_epochs(settings.epochs, self.structured.prune_steps)  # fail before any training
+        return settings.replace(granularity="channel")
+
+    def record(self) -> dict:
+        return {"structured": self.structured.to_dict()}
+
+    def phase_epochs(self, job: CompressionJob, settings: CompressSettings) -> dict:
+        return {"teacher": settings.teacher_epochs, "student": settings.epochs, "finetune": self.structured.finetune_epochs}
+
+    def checkpointer(self, env: PhaseEnvironment, common: dict) -> Optional[SaveFunction]:
+        """A save function writing ``{format, phase, epoch, settings, wall_time_s, **common, **payload}``."""
+        if env.write_checkpoint is None:
+            return None
+
+        def save(phase: str, epoch: int, payload: dict) -> None:
+            env.write_checkpoint({
+                "format": STRUCTURED_CHECKPOINT_FORMAT, "phase": phase, "epoch": epoch, "settings": env.settings_record,
+                "wall_time_s": env.wall_time_s(), **common, **payload,
+            })
+
+        return save
+
+    def train_teacher(self, job: CompressionJob, env: PhaseEnvironment, teacher: nn.Module, checkpoint: Optional[dict]) -> None:
+        from ..integrations.torch_pruning.structured_resume import load_model_state
+
+        settings = env.settings
+        seed_everything(settings.seed)
+        if job.train_teacher and (checkpoint is None or checkpoint["phase"] == "teacher"):
+            self.teacher_history = train_teacher(
+                teacher, env.train_loader, env.test_loader, settings, env.device, env.log, resume=checkpoint,
+                save=self.checkpointer(env, {}),
+            )
+            seed_everything(settings.seed)  # the student's draws do not depend on how the teacher was trained
+        elif checkpoint is not None:
+            load_model_state(teacher, checkpoint["teacher"], "teacher")
+            self.teacher_history = checkpoint["teacher_history"]
+
+    def train_student(self, job, env: PhaseEnvironment, student, teacher, num_train, checkpoint) -> tuple[nn.Module, float]:
+        from ..integrations.torch_pruning.structured_report import model_size
+
+        input_shape = (job.spec.channels, job.spec.height, job.spec.width)
+        self.dense_size = model_size(student, input_shape)
+        save = self.checkpointer(env, {"teacher": teacher.state_dict(), "teacher_history": self.teacher_history})
+        self.outcome = train_structured(
+            student, teacher, env.train_loader, env.test_loader, torch.zeros(1, *input_shape, device=env.device),
+            num_train_samples=num_train, settings=env.settings, structured=self.structured, from_teacher=job.student is None,
+            device=env.device, log=env.log, resume=checkpoint if checkpoint is not None and checkpoint["phase"] != "teacher" else None,
+            save=save,
+        )
+        env.history = {"teacher": self.teacher_history, "student": self.outcome.student_history, "finetune": self.outcome.finetune_history}
+        return self.outcome.student, self.outcome.accuracy
+
+    def complete_report(self, report: dict, job: CompressionJob, env: PhaseEnvironment, student: nn.Module, teacher: nn.Module) -> None:
+        from ..integrations.torch_pruning.structured_report import structured_section
+
+        input_shape = tuple(report["dataset"]["input_shape"])
+        report["structured"] = structured_section(teacher, student, self.dense_size, input_shape, self.structured, self.outcome.extra)
+
+    def write(self, run_dir: RunDirectory, job: CompressionJob, student: nn.Module, report: dict, teacher: nn.Module) -> None:
+        from ..integrations.torch_pruning.serialization import save_pruned
+
+        save_pruned(student, run_dir.file(PRUNED_SPEC), self.outcome.plan, input_shape=tuple(report["dataset"]["input_shape"]),
+                    num_classes=report["dataset"]["num_classes"], model_name=report["student"]["name"],
+                    extra={"accuracy": self.outcome.accuracy, "macs": report["structured"]["student"]["macs"]})
+        run_dir.mark_written(PRUNED_SPEC, PRUNED_WEIGHTS)
+        if job.train_teacher:
+            run_dir.write_torch(TEACHER_WEIGHTS, teacher.state_dict())
+        report["structured"]["files"] = {"spec": PRUNED_SPEC, "weights": PRUNED_WEIGHTS}
+        run_dir.write_json(REPORT, report)
+        run_dir.commit()
+
+
 def structured_from_modules(
     teacher: nn.Module,
     train,
@@ -275,7 +318,8 @@ def structured_from_modules(
     teacher_info: Optional[Mapping[str, Any]] = None,
     inputs: Sequence[Any] = (),
 ) -> tuple[nn.Module, dict]:
-    """The structured Variational Student of ``teacher``; returns (pruned student, report).
+    """The structured Variational Student of ``teacher``; returns (pruned student, report): the
+    one compression run (:func:`vs_plugin.pipeline.run.run_compression`) of the structured kind.
 
     Args:
         teacher: the teacher (trained first when ``train_teacher``; otherwise not changed).
@@ -291,128 +335,22 @@ def structured_from_modules(
         teacher_history: the records of a teacher trained elsewhere, for the report.
         out_dir / overwrite / resume: output folder (None writes nothing); replace a previous run
             there once this one has succeeded; continue the run there from its checkpoint.
-        log: sink for per-epoch lines.
+        log: sink for per-epoch lines (default: the ``vs_plugin`` logger).
         started_at: ``time.perf_counter()`` when the run began (the report's wall time).
         dataset_info / teacher_info: more facts for the report's ``dataset`` section (the image
             pipeline) and ``teacher.weights_from`` (where the teacher's weights came from).
         inputs: files the run reads (never deleted from ``out_dir``).
     """
-    from ..integrations.torch_pruning.structured_settings import check_single_process, prune_epochs
-
-    started = started_at if started_at is not None else time.perf_counter()
-    log = log or (lambda message: None)
-    check_single_process(settings)
-    prune_epochs(settings.epochs, structured.prune_steps)  # fail before any training
-    warn_short_warmup(settings)
-    record = settings_record(rerun, settings, structured)
-    run_dir = open_output(out_dir, resume=resume, overwrite=overwrite, inputs=inputs)
-    try:
-        checkpoint = read_checkpoint(run_dir, record, log, settings, structured) if resume and run_dir is not None else None
-        return _structured_run(
-            teacher, train, test, spec, settings=settings, structured=structured, student=student, names=dict(names or {}),
-            record=record, test_split=test_split, trains_teacher=train_teacher, teacher_history=teacher_history, log=log,
-            run_dir=run_dir, checkpoint=checkpoint, started=started, dataset_info=dataset_info, teacher_info=teacher_info,
-        )
-    except VSPluginError as error:
-        if run_dir is not None:
-            _on_failure(run_dir, error, resume)
-        raise
-    finally:
-        if run_dir is not None:
-            run_dir.close()
-
-
-def _on_failure(run_dir: RunDirectory, error: VSPluginError, resume: bool) -> None:
-    """After a failed run: keep the checkpoint when the disk was full (then say so) or when
-    resuming; otherwise remove what the run wrote."""
-    if isinstance(error, OutputError) and run_dir.file(CHECKPOINT).exists():
-        error.args = (f"{error}; the last checkpoint is kept: make room, then continue with --resume",)
-        run_dir.close()
-    elif resume:
-        run_dir.close()
-    else:
-        run_dir.discard()
-
-
-def read_checkpoint(
-    run_dir: RunDirectory, record: dict, log: Callable[[str], None], settings: CompressSettings, structured: "StructuredSettings"
-) -> dict:
-    """The checkpoint in ``run_dir``, checked against the current settings; says where it resumes."""
-    from ..integrations.torch_pruning.structured_resume import check_resumable
-
-    checkpoint = run_dir.load_checkpoint()
-    check_resumable(checkpoint, record, RESUMABLE_CHANGES)
-    totals = {"teacher": settings.teacher_epochs, "student": settings.epochs, "finetune": structured.finetune_epochs}
-    log(f"resuming from {checkpoint['phase']} epoch {checkpoint['epoch']} of {totals[checkpoint['phase']]} "
-        f"({run_dir.file(CHECKPOINT)})")
-    return checkpoint
-
-
-def _structured_run(
-    teacher: nn.Module, train, test, spec: InputSpec, *, settings: CompressSettings, structured: "StructuredSettings",
-    student: Optional[nn.Module], names: dict, record: dict, test_split: str, trains_teacher: bool, teacher_history: Optional[list],
-    log: Callable[[str], None], run_dir: Optional[RunDirectory], checkpoint: Optional[dict], started: float,
-    dataset_info: Optional[Mapping[str, Any]] = None, teacher_info: Optional[Mapping[str, Any]] = None,
-) -> tuple[nn.Module, dict]:
-    from ..integrations.torch_pruning.serialization import save_pruned
-    from ..integrations.torch_pruning.structured_report import model_size, structured_section
-    from ..integrations.torch_pruning.structured_resume import load_model_state
-
-    settings = settings.replace(granularity="channel")
-    device = resolve_device(settings.device)
-    seed_everything(settings.seed)
-    train_loader, test_loader, num_train = loaders(train, test, settings)
-    input_shape = (spec.channels, spec.height, spec.width)
-    example = torch.zeros(1, *input_shape, device=device)
-    earlier_s = float(checkpoint.get("wall_time_s", 0.0)) if checkpoint is not None else 0.0
-    teacher_history = list(teacher_history or [])
-    if trains_teacher and (checkpoint is None or checkpoint["phase"] == "teacher"):
-        save = _checkpointer(run_dir, record, {}, started, earlier_s)
-        teacher_history = train_teacher(teacher, train_loader, test_loader, settings, device, log, resume=checkpoint, save=save)
-        checkpoint = None
-        seed_everything(settings.seed)  # the student's draws do not depend on how the teacher was trained
-    elif checkpoint is not None:
-        load_model_state(teacher, checkpoint["teacher"], "teacher")
-        teacher_history = checkpoint["teacher_history"]
-
-    teacher = teacher.to(device).eval()
-    teacher_accuracy = evaluate_accuracy(teacher, test_loader, device)
-    from_teacher = student is None
-    student = copy.deepcopy(teacher) if from_teacher else student.to(device)
-    dense_footprint = model_footprint(student)
-    dense_size = model_size(student, input_shape)
-    save = _checkpointer(run_dir, record, {"teacher": teacher.state_dict(), "teacher_history": teacher_history}, started, earlier_s)
-    outcome = train_structured(
-        student, teacher, train_loader, test_loader, example, num_train_samples=num_train, settings=settings,
-        structured=structured, from_teacher=from_teacher, device=device, log=log, resume=checkpoint, save=save,
+    job = CompressionJob(
+        teacher=teacher, student=student, train=train, test=test, settings=settings, train_teacher=train_teacher, spec=spec,
+        names=dict(names or {}), rerun=dict(rerun or {}), test_split=test_split, out_dir=None if out_dir is None else Path(out_dir),
+        resume=resume, overwrite=overwrite, log=log, inputs=tuple(p for p in inputs if p is not None),
+        dataset_info=dict(dataset_info or {}), teacher_info=dict(teacher_info or {}), structured=structured,
+        started=started_at if started_at is not None else time.perf_counter(),
     )
-    extra, accuracy = outcome.extra, outcome.accuracy
-    history = {"teacher": teacher_history, "student": outcome.student_history, "finetune": outcome.finetune_history}
-    student_name = names.get("student") or (names.get("teacher") if from_teacher else None)
-    report = build_report(
-        teacher=model_footprint(teacher), teacher_accuracy=teacher_accuracy, student=model_footprint(student),
-        dense_student=dense_footprint, student_accuracy=accuracy,
-        names={"teacher": names.get("teacher"), "student": student_name,
-               "student_init": "teacher weights" if from_teacher else "random (from scratch)"},
-        dataset={"name": names.get("dataset"), "train_samples": num_train, "test_samples": dataset_size(test),
-                 "num_classes": spec.num_classes, "test_split": test_split, "input_shape": list(input_shape), **dict(dataset_info or {})},
-        config=record,
-        history=history, wall_time_s=0.0, device=device,
-    )
-    if teacher_info:
-        report["teacher"]["weights_from"] = dict(teacher_info)
-    report["structured"] = structured_section(teacher, student, dense_size, input_shape, structured, extra)
-    report["wall_time_s"] = earlier_s + time.perf_counter() - started
-    if run_dir is not None:
-        save_pruned(student, run_dir.file(PRUNED_SPEC), outcome.plan, input_shape=input_shape, num_classes=spec.num_classes,
-                    model_name=student_name, extra={"accuracy": accuracy, "macs": report["structured"]["student"]["macs"]})
-        run_dir.mark_written(PRUNED_SPEC, PRUNED_WEIGHTS)
-        if trains_teacher:
-            run_dir.write_torch(TEACHER_WEIGHTS, teacher.state_dict())
-        report["structured"]["files"] = {"spec": PRUNED_SPEC, "weights": PRUNED_WEIGHTS}
-        run_dir.write_json(REPORT, report)
-        run_dir.commit()
-    return student, report
+    if teacher_history:
+        return run_compression(job, StructuredStudent(structured, teacher_history))
+    return run_compression(job)
 
 
 def run_structured(
@@ -433,40 +371,26 @@ def run_structured(
     resume: bool = False,
     log: Optional[Callable[[str], None]] = None,
 ) -> tuple[nn.Module, dict]:
-    """What ``vs-plugin compress --structured`` does: models and data by name (as
-    :func:`vs_plugin.pipeline.inputs.build_named_inputs` builds them), then
-    :func:`structured_from_modules`. Without teacher weights (or after ``reset_head``) the
-    teacher is trained first. Every epoch of every phase is checkpointed in ``out_dir``;
-    ``resume`` continues from there."""
-    from ..integrations.torch_pruning.structured_settings import check_single_process, prune_epochs
+    """What ``vs-plugin compress --structured`` does: :func:`vs_plugin.compress_by_name` with
+    ``structured`` settings. Without teacher weights (or after ``reset_head``) the teacher is
+    trained first. Every epoch of every phase is checkpointed in ``out_dir``; ``resume``
+    continues from there."""
+    from ..api import compress_by_name
 
-    check_single_process(settings)
-    prune_epochs(settings.epochs, structured.prune_steps)  # fail before reading any data
-    seed_everything(settings.seed)
-    started = time.perf_counter()
-    inputs = build_named_inputs(
-        teacher, student, dataset, settings=settings, source=TeacherSource(teacher_checkpoint, pretrained, reset_head),
-        data_dir=data_dir, download=download, image_size=image_size,
-    )
-    bundle = inputs.bundle
-    return structured_from_modules(
-        inputs.teacher, bundle.train, bundle.test, bundle.spec, settings=settings, structured=structured, student=inputs.student,
-        names={"teacher": teacher, "student": None if student in (None, "same") else student, "dataset": bundle.name},
-        rerun=inputs.rerun, test_split=bundle.test_split, train_teacher=inputs.train_teacher, out_dir=out_dir, overwrite=overwrite,
-        resume=resume, log=log, started_at=started, dataset_info=dataset_section(bundle), teacher_info=inputs.teacher_info,
-        inputs=[teacher_checkpoint],
+    return compress_by_name(
+        teacher, student, dataset, teacher_checkpoint=teacher_checkpoint, pretrained=pretrained, reset_head=reset_head,
+        data_dir=data_dir, download=download, image_size=image_size, out_dir=out_dir, resume=resume, overwrite=overwrite,
+        settings=settings, structured=structured, log=log,
     )
 
 
 __all__ = [
-    "REPORT",
-    "TEACHER_WEIGHTS",
     "OUTPUT_FILES",
-    "open_output",
+    "STRUCTURED_CHECKPOINT_FORMAT",
     "train_teacher",
-    "loaders",
     "StructuredOutcome",
     "train_structured",
+    "StructuredStudent",
     "structured_from_modules",
     "run_structured",
 ]
