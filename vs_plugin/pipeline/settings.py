@@ -2,19 +2,21 @@
 
 The command line and ``vs_plugin.compress(**settings)`` share it; ``report.json`` stores it under
 ``config`` so a run can be repeated with ``vs-plugin compress --config report.json``.
+The fields of the variational config (:class:`VariationalConfig`) and of the objective
+(:class:`ObjectiveConfig`) are declared once, in those dataclasses: :class:`CompressSettings`
+takes them from there (:func:`_fields_of`), flat, and builds the two configs from its values.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 from ..data.transforms import AugmentSettings
 from ..errors import ConfigError
-from ..layers import functional as vf
 from ..losses.objective import ObjectiveConfig
-from ..variationalize import DEFAULT_MIN_INIT_LOG_ALPHA, INIT_LOG_SIGMA2_PRETRAINED, INIT_LOG_SIGMA2_SCRATCH, VariationalConfig
+from ..variationalize import INIT_LOG_SIGMA2_PRETRAINED, INIT_LOG_SIGMA2_SCRATCH, VariationalConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 TUPLE_FIELDS = ("layer_types", "include", "exclude", "threshold_sweep", "phase_split")
@@ -24,9 +26,37 @@ AMP_MODES = ("off", "bf16", "fp16")
 RECIPES = ("variational", "three-phase")
 #: Settings that may be None (unset) as well as a number.
 OPTIONAL_NUMBERS = ("init_log_sigma2", "min_init_log_alpha", "target_sparsity")
+#: Fields of the nested configs that are no flat setting (the BSR's layer mapping is found from the models).
+NOT_SETTINGS = ("bsr_mapping",)
+
+
+def _fields_of(*configs: type, after: str, skip: tuple[str, ...] = ()):
+    """Class decorator (below ``@dataclass``): give the class every field of the dataclasses
+    ``configs`` that it does not declare itself (a declaration there overrides the type and
+    default), with the same type and default, placed after its field ``after``."""
+
+    def decorate(cls: type) -> type:
+        own = dict(cls.__dict__.get("__annotations__", {}))
+        taken = {}
+        for config in configs:
+            for config_field in fields(config):
+                if config_field.name in own or config_field.name in skip or config_field.name in taken:
+                    continue
+                taken[config_field.name] = config_field.type
+                if config_field.default is dataclasses.MISSING:
+                    setattr(cls, config_field.name, dataclasses.field(default_factory=config_field.default_factory))
+                else:  # every default of the configs is immutable (numbers, strings, tuples, None)
+                    setattr(cls, config_field.name, config_field.default)
+        names = list(own)
+        at = names.index(after) + 1
+        cls.__annotations__ = {**{n: own[n] for n in names[:at]}, **taken, **{n: own[n] for n in names[at:]}}
+        return cls
+
+    return decorate
 
 
 @dataclass(frozen=True)
+@_fields_of(VariationalConfig, ObjectiveConfig, after="eval_every", skip=NOT_SETTINGS)
 class CompressSettings:
     """Settings of ``vs-plugin compress`` / ``vs_plugin.compress``.
 
@@ -42,6 +72,8 @@ class CompressSettings:
     of the N processes takes batch_size / N. Sparsification: see :class:`VariationalConfig`
     (``init_log_sigma2=None`` picks -15 for a student copied from the teacher, -10 from scratch;
     either is raised per unit so that log alpha starts at ``min_init_log_alpha``, default -6, or above).
+    Sparsification and loss fields are those of :class:`VariationalConfig` and
+    :class:`ObjectiveConfig` (declared there, with their defaults), except the two declared here.
     Loss: see :class:`ObjectiveConfig`; ``kl_warmup_epochs`` ramps the KL weight from 0 to 1
     after ``kl_hold_epochs`` epochs at 0. Measurement: ``threshold_sweep`` lists other log alpha
     thresholds at which the trained student's accuracy and sparsity are also reported (one
@@ -69,35 +101,12 @@ class CompressSettings:
     amp: str = "off"
     cache_teacher: bool = True
     eval_every: int = 1
-    # sparsification
-    granularity: str = "weight"
-    threshold: float = vf.DEFAULT_THRESHOLD
-    kl: str = "sparse_vd"
-    init_log_sigma2: Optional[float] = None
-    min_init_log_alpha: Optional[float] = DEFAULT_MIN_INIT_LOG_ALPHA
-    log_alpha_clip: float = vf.DEFAULT_LOG_ALPHA_CLIP
-    layer_types: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d")
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    head: bool = True
-    stem: bool = True
-    # loss
-    kd_weight: float = 1.0
-    temperature: float = 4.0
-    kd_reduction: str = "batchmean"
-    ce_weighting: str = "full"
-    kl_weight: float = 1.0
+    # sparsification and loss: every field of VariationalConfig and ObjectiveConfig (but
+    # NOT_SETTINGS) is taken from there by _fields_of, here; only these differ from the configs:
+    init_log_sigma2: Optional[float] = None  # None: picked by how the student starts (variational_config)
+    kl_min_samples: int = 1000  # tempers the KL on small data (ObjectiveConfig's own default, 0, is the exact ELBO)
     kl_warmup_epochs: float = 10.0
     kl_hold_epochs: float = 0.0
-    bsr_weight: float = 0.0
-    bsr_norm: str = "l1_inf"
-    lp_gamma: float = 0.0
-    lp_k: int = 5
-    lp_sigma2: Union[float, str] = 2.0
-    lp_student_layer: Optional[str] = None
-    lp_teacher_layer: Optional[str] = None
-    compile_kl: bool = True
-    kl_min_samples: int = 1000
     # recipe
     recipe: str = "variational"
     phase_split: tuple[float, ...] = (0.25, 0.5, 0.25)
@@ -187,23 +196,15 @@ class CompressSettings:
             )
         return warm, variational, finetune
 
+    def _values_of(self, config: type) -> dict:
+        """This settings' values of the fields of the dataclass ``config``."""
+        return {f.name: getattr(self, f.name) for f in fields(config) if f.name not in NOT_SETTINGS}
+
     def variational_config(self, student_from_teacher: bool) -> VariationalConfig:
-        init = self.init_log_sigma2
-        if init is None:
-            init = INIT_LOG_SIGMA2_PRETRAINED if student_from_teacher else INIT_LOG_SIGMA2_SCRATCH
-        return VariationalConfig(
-            granularity=self.granularity,
-            threshold=self.threshold,
-            init_log_sigma2=init,
-            min_init_log_alpha=self.min_init_log_alpha,
-            kl=self.kl,
-            log_alpha_clip=self.log_alpha_clip,
-            layer_types=self.layer_types,
-            include=self.include,
-            exclude=self.exclude,
-            head=self.head,
-            stem=self.stem,
-        )
+        values = self._values_of(VariationalConfig)
+        if values["init_log_sigma2"] is None:
+            values["init_log_sigma2"] = INIT_LOG_SIGMA2_PRETRAINED if student_from_teacher else INIT_LOG_SIGMA2_SCRATCH
+        return VariationalConfig(**values)
 
     def augment_settings(self) -> AugmentSettings:
         return AugmentSettings(
@@ -212,22 +213,7 @@ class CompressSettings:
         )
 
     def objective_config(self) -> ObjectiveConfig:
-        return ObjectiveConfig(
-            kd_weight=self.kd_weight,
-            temperature=self.temperature,
-            kd_reduction=self.kd_reduction,
-            ce_weighting=self.ce_weighting,
-            kl_weight=self.kl_weight,
-            bsr_weight=self.bsr_weight,
-            bsr_norm=self.bsr_norm,
-            lp_gamma=self.lp_gamma,
-            lp_k=self.lp_k,
-            lp_sigma2=self.lp_sigma2,
-            lp_student_layer=self.lp_student_layer,
-            lp_teacher_layer=self.lp_teacher_layer,
-            compile_kl=self.compile_kl,
-            kl_min_samples=self.kl_min_samples,
-        )
+        return ObjectiveConfig(**self._values_of(ObjectiveConfig))
 
 
 _NUMBER = (int, float)
