@@ -70,6 +70,7 @@ class PhaseEnvironment:
         """Seconds the whole run has taken, across interruptions and resumes."""
         return self.earlier_wall_time_s + time.perf_counter() - self.started
     notes: dict = field(default_factory=dict)  # facts for the report (how the teacher's outputs were computed)
+    checkpoint_format: str = CHECKPOINT_FORMAT  # the run's kind of checkpoint (pipeline/run.py StudentKind)
 
     def autocast(self):
         """bf16 / fp16 autocast for forward passes (``amp``); parameters stay fp32."""
@@ -118,7 +119,7 @@ def _save(
         return
     env.write_checkpoint(
         {
-            "format": CHECKPOINT_FORMAT,
+            "format": env.checkpoint_format,
             "phase": phase,
             "epoch": epoch,
             "global_step": global_step,

@@ -114,17 +114,13 @@ def student_kind(structured: Optional["StructuredSettings"]) -> StudentKind:
     return StructuredStudent(structured)
 
 
-#: What a run refused a checkpoint of another kind says: how to resume it instead.
-_OTHER_KIND = {CHECKPOINT_FORMAT: "resume it without --structured"}
-
-
 def check_resumable(checkpoint: dict, current: dict, world_size: int, checkpoint_format: str = CHECKPOINT_FORMAT) -> None:
     """``checkpoint`` must be of this run's kind, written with the same settings (but
     :data:`RESUMABLE_CHANGES`) by as many processes."""
     found = checkpoint.get("format")
     if found != checkpoint_format:
-        if found in _OTHER_KIND:
-            raise CheckpointError(f"the checkpoint is not one of a structured run (format {found!r}); {_OTHER_KIND[found]}")
+        if found == CHECKPOINT_FORMAT:  # a structured run was given a per-weight checkpoint
+            raise CheckpointError(f"the checkpoint is not one of a structured run (format {found!r}); resume it without --structured")
         raise CheckpointError(f"the checkpoint has another format: {found!r}")
     saved = checkpoint["settings"]
     differing = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
@@ -222,6 +218,7 @@ def run_compression(job: CompressionJob, kind: Optional[StudentKind] = None) -> 
         settings_record=settings_record,
         history=checkpoint.get("history", {"teacher": [], "student": []}) if checkpoint is not None else {"teacher": [], "student": []},
         started=started, earlier_wall_time_s=float(checkpoint.get("wall_time_s", 0.0)) if checkpoint is not None else 0.0,
+        checkpoint_format=kind.checkpoint_format,
     )
     if dist.enabled:
         torch.manual_seed(settings.seed + 1_000_003 * dist.rank)  # independent noise per rank
@@ -241,6 +238,14 @@ def run_compression(job: CompressionJob, kind: Optional[StudentKind] = None) -> 
             run_dir.close()
     barrier(dist)
     return student, report
+
+
+def train_or_load_teacher(job: CompressionJob, env: PhaseEnvironment, teacher: nn.Module, checkpoint: Optional[dict]) -> None:
+    """The teacher of the checkpoint, trained on (all) the training data when the run trains it."""
+    if checkpoint is not None:
+        teacher.load_state_dict(checkpoint["teacher"])
+    if job.train_teacher and env.settings.teacher_epochs > 0 and not phase_finished(checkpoint, "teacher"):
+        train_teacher(teacher, env, phase_reached(checkpoint, "teacher"))
 
 
 def warn_short_warmup(settings: CompressSettings) -> None:
@@ -333,10 +338,7 @@ class WeightStudent:
         return {"teacher": settings.teacher_epochs, **dict(zip(("warmstart", "student", "finetune"), student_phases))}
 
     def train_teacher(self, job: CompressionJob, env: PhaseEnvironment, teacher: nn.Module, checkpoint: Optional[dict]) -> None:
-        if checkpoint is not None:
-            teacher.load_state_dict(checkpoint["teacher"])
-        if job.train_teacher and env.settings.teacher_epochs > 0 and not phase_finished(checkpoint, "teacher"):
-            train_teacher(teacher, env, phase_reached(checkpoint, "teacher"))
+        train_or_load_teacher(job, env, teacher, checkpoint)
 
     def train_student(self, job, env: PhaseEnvironment, student, teacher, num_train, checkpoint) -> tuple[nn.Module, float]:
         settings = env.settings

@@ -1,6 +1,7 @@
 """``vs-plugin compress --structured``: a Variational Student that comes out physically smaller.
 
-1. The teacher is loaded (``--teacher-checkpoint``) or trained (CE, ``teacher_epochs``).
+1. The teacher is loaded (``--teacher-checkpoint``) or trained (CE, ``teacher_epochs``, on all the
+   training data as in every run: :func:`vs_plugin.pipeline.run.train_or_load_teacher`).
 2. The student (a copy of the teacher, or another architecture) gets one Gaussian gate per
    output channel (core channel mode) and trains with the Variational Student objective on the
    core loop (:func:`vs_plugin.training.fit.fit`). ``prune_steps`` pruning steps are spread over
@@ -44,13 +45,13 @@ import torch.nn as nn
 from ..metrics.accuracy import evaluate_accuracy
 from ..models.registry import InputSpec
 from ..training.fit import each_epoch, fit
-from ..training.recipes import accuracy_hook, distill, train_classifier
+from ..training.recipes import accuracy_hook, distill
 from ..training.reproducibility import restore_rng_state, rng_state, seed_everything
 from ..training.steps import StudentStep
 from ..variationalize import finalize
 from .outputs import CHECKPOINT, REPORT, RunDirectory, TEACHER_WEIGHTS
-from .phases import PhaseEnvironment
-from .run import CompressionJob, run_compression
+from .phases import PhaseEnvironment, phase_finished
+from .run import CompressionJob, run_compression, train_or_load_teacher
 from .settings import CompressSettings
 
 if TYPE_CHECKING:  # the adapter is imported only inside functions
@@ -60,36 +61,8 @@ if TYPE_CHECKING:  # the adapter is imported only inside functions
 PRUNED_SPEC, PRUNED_WEIGHTS = "pruned.json", "pruned.pt"  # the adapter's serialization names them too
 OUTPUT_FILES = (REPORT, PRUNED_SPEC, PRUNED_WEIGHTS, TEACHER_WEIGHTS, CHECKPOINT)
 STRUCTURED_CHECKPOINT_FORMAT = "vs-plugin-structured-checkpoint/1"
-#: Phase payload -> written as the run's checkpoint by :meth:`StructuredStudent.checkpointer`.
+#: (phase, epochs done, payload) -> written as the run's checkpoint (:meth:`StructuredStudent.train_student`).
 SaveFunction = Callable[[str, int, dict], None]
-
-
-def train_teacher(
-    teacher: nn.Module, train_loader, test_loader, settings: CompressSettings, device: torch.device, log: Callable[[str], None],
-    *, resume: Optional[dict] = None, save: Optional[SaveFunction] = None,
-) -> list[dict]:
-    """Train ``teacher`` with cross-entropy for ``settings.teacher_epochs`` epochs (Adam, ``teacher_lr``).
-
-    ``resume``: a ``teacher``-phase checkpoint to continue; ``save`` checkpoints every epoch.
-    """
-    from ..integrations.torch_pruning.structured_resume import load_model_state
-
-    teacher.to(device)
-    if resume is not None:
-        load_model_state(teacher, resume["teacher"], "teacher")
-        restore_rng_state(resume["rng"])
-
-    def checkpoint(state, record) -> None:
-        save("teacher", state.epoch, {"teacher": teacher.state_dict(), "optimizer": state.optimizer.state_dict(),
-                                      "teacher_history": state.history, "rng": rng_state()})
-
-    state = train_classifier(
-        teacher, train_loader, epochs=settings.teacher_epochs, lr=settings.teacher_lr, device=device,
-        optimizer_state=resume["optimizer"] if resume is not None else None, start_epoch=int(resume["epoch"]) if resume else 0,
-        history=list(resume["teacher_history"]) if resume else [], progress=settings.progress, log=log,
-        evaluate=accuracy_hook(teacher, test_loader, device), after_epoch=[checkpoint] if save is not None else [],
-    )
-    return state.history
 
 
 @dataclass
@@ -232,47 +205,32 @@ class StructuredStudent:
     def phase_epochs(self, job: CompressionJob, settings: CompressSettings) -> dict:
         return {"teacher": settings.teacher_epochs, "student": settings.epochs, "finetune": self.structured.finetune_epochs}
 
-    def checkpointer(self, env: PhaseEnvironment, common: dict) -> Optional[SaveFunction]:
-        """A save function writing ``{format, phase, epoch, settings, wall_time_s, **common, **payload}``."""
-        if env.write_checkpoint is None:
-            return None
-
-        def save(phase: str, epoch: int, payload: dict) -> None:
-            env.write_checkpoint({
-                "format": STRUCTURED_CHECKPOINT_FORMAT, "phase": phase, "epoch": epoch, "settings": env.settings_record,
-                "wall_time_s": env.wall_time_s(), **common, **payload,
-            })
-
-        return save
-
     def train_teacher(self, job: CompressionJob, env: PhaseEnvironment, teacher: nn.Module, checkpoint: Optional[dict]) -> None:
-        from ..integrations.torch_pruning.structured_resume import load_model_state
-
-        settings = env.settings
-        seed_everything(settings.seed)
-        if job.train_teacher and (checkpoint is None or checkpoint["phase"] == "teacher"):
-            self.teacher_history = train_teacher(
-                teacher, env.train_loader, env.test_loader, settings, env.device, env.log, resume=checkpoint,
-                save=self.checkpointer(env, {}),
-            )
-            seed_everything(settings.seed)  # the student's draws do not depend on how the teacher was trained
-        elif checkpoint is not None:
-            load_model_state(teacher, checkpoint["teacher"], "teacher")
-            self.teacher_history = checkpoint["teacher_history"]
+        seed_everything(env.settings.seed)
+        train_or_load_teacher(job, env, teacher, checkpoint)
+        if not env.history["teacher"]:  # the records of a teacher trained elsewhere, if given
+            env.history["teacher"] = list(self.teacher_history)
+        if job.train_teacher and not phase_finished(checkpoint, "teacher"):
+            seed_everything(env.settings.seed)  # the student's draws do not depend on how the teacher was trained
 
     def train_student(self, job, env: PhaseEnvironment, student, teacher, num_train, checkpoint) -> tuple[nn.Module, float]:
         from ..integrations.torch_pruning.structured_report import model_size
 
         input_shape = (job.spec.channels, job.spec.height, job.spec.width)
         self.dense_size = model_size(student, input_shape)
-        save = self.checkpointer(env, {"teacher": teacher.state_dict(), "teacher_history": self.teacher_history})
+        common = {"format": STRUCTURED_CHECKPOINT_FORMAT, "settings": env.settings_record, "teacher": teacher.state_dict(),
+                  "history": {"teacher": env.history["teacher"]}}
+
+        def save(phase: str, epoch: int, payload: dict) -> None:
+            env.write_checkpoint({**common, "phase": phase, "epoch": epoch, "wall_time_s": env.wall_time_s(), **payload})
+
         self.outcome = train_structured(
             student, teacher, env.train_loader, env.test_loader, torch.zeros(1, *input_shape, device=env.device),
             num_train_samples=num_train, settings=env.settings, structured=self.structured, from_teacher=job.student is None,
             device=env.device, log=env.log, resume=checkpoint if checkpoint is not None and checkpoint["phase"] != "teacher" else None,
-            save=save,
+            save=None if env.write_checkpoint is None else save,
         )
-        env.history = {"teacher": self.teacher_history, "student": self.outcome.student_history, "finetune": self.outcome.finetune_history}
+        env.history = {"teacher": env.history["teacher"], "student": self.outcome.student_history, "finetune": self.outcome.finetune_history}
         return self.outcome.student, self.outcome.accuracy
 
     def complete_report(self, report: dict, job: CompressionJob, env: PhaseEnvironment, student: nn.Module, teacher: nn.Module) -> None:
@@ -354,40 +312,21 @@ def structured_from_modules(
 
 
 def run_structured(
-    teacher: str,
-    student: Optional[str],
-    dataset: str,
-    *,
-    settings: CompressSettings,
-    structured: "StructuredSettings",
-    teacher_checkpoint: Optional[Union[str, Path]] = None,
-    pretrained: bool = False,
-    reset_head: bool = False,
-    data_dir: Optional[Union[str, Path]] = None,
-    download: bool = True,
-    image_size: Optional[int] = None,
-    out_dir: Optional[Union[str, Path]] = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    log: Optional[Callable[[str], None]] = None,
+    teacher: str, student: Optional[str], dataset: str, *, settings: CompressSettings, structured: "StructuredSettings", **options: Any,
 ) -> tuple[nn.Module, dict]:
-    """What ``vs-plugin compress --structured`` does: :func:`vs_plugin.compress_by_name` with
-    ``structured`` settings. Without teacher weights (or after ``reset_head``) the teacher is
-    trained first. Every epoch of every phase is checkpointed in ``out_dir``; ``resume``
-    continues from there."""
+    """What ``vs-plugin compress --structured`` does: :func:`vs_plugin.compress_by_name` (which
+    takes the same ``options``: teacher_checkpoint, pretrained, reset_head, data_dir, download,
+    image_size, out_dir, overwrite, resume, log) with ``structured`` settings. Without teacher
+    weights (or after ``reset_head``) the teacher is trained first. Every epoch of every phase is
+    checkpointed in ``out_dir``; ``resume`` continues from there."""
     from ..api import compress_by_name
 
-    return compress_by_name(
-        teacher, student, dataset, teacher_checkpoint=teacher_checkpoint, pretrained=pretrained, reset_head=reset_head,
-        data_dir=data_dir, download=download, image_size=image_size, out_dir=out_dir, resume=resume, overwrite=overwrite,
-        settings=settings, structured=structured, log=log,
-    )
+    return compress_by_name(teacher, student, dataset, settings=settings, structured=structured, **options)
 
 
 __all__ = [
     "OUTPUT_FILES",
     "STRUCTURED_CHECKPOINT_FORMAT",
-    "train_teacher",
     "StructuredOutcome",
     "train_structured",
     "StructuredStudent",
