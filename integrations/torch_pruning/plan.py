@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -97,21 +97,25 @@ class _Ranked:
 Scorer = Callable[[tp.Group], Optional[Tensor]]
 
 
+def _scored_groups(pruner: tp.pruner.BasePruner, score: Scorer) -> Iterator[tuple[tp.Group, int, Tensor]]:
+    """(group, channel groups, scores as (channel groups, positions)) of every ranked group ``score`` scores."""
+    for group in ranked_groups(pruner):
+        scores = score(group)
+        if scores is not None:
+            channel_groups = pruner._get_channel_groups(group)
+            yield group, channel_groups, scores.float().cpu().view(channel_groups, -1)
+
+
 def _ranked(pruner: tp.pruner.BasePruner, names: Mapping[nn.Module, str], score: Scorer) -> list[_Ranked]:
     records = []
     with torch.no_grad():
-        for group in ranked_groups(pruner):
-            scores = score(group)
-            if scores is None:
-                continue
-            channel_groups = pruner._get_channel_groups(group)
+        for group, channel_groups, per_group in _scored_groups(pruner, score):
             layers = tuple(
                 names[dep.target.module]
                 for i, (dep, _) in enumerate(group)
                 if i == 0 or (dep.handler in OUT_CHANNEL_FUNCTIONS and dep.target.module in names)
             )
-            positions = scores.float().cpu().view(channel_groups, -1).mean(0)
-            records.append(_Ranked(group, channel_groups, positions, layers, group_key(group, names)))
+            records.append(_Ranked(group, channel_groups, per_group.mean(0), layers, group_key(group, names)))
     return records
 
 
@@ -228,12 +232,7 @@ def dead_channel_plan(
     score = importance or pruner.estimate_importance
     plan = []
     with torch.no_grad():
-        for group in ranked_groups(pruner):
-            scores = score(group)
-            if scores is None:
-                continue
-            channel_groups = pruner._get_channel_groups(group)
-            per_group = scores.float().cpu().view(channel_groups, -1)
+        for group, channel_groups, per_group in _scored_groups(pruner, score):
             dead = is_dead(per_group).all(dim=0)
             positions = dead.nonzero().flatten()
             if positions.numel() == 0:
