@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..config_files import read_yaml
 from ..errors import ConfigError
 from ..pipeline.settings import CompressSettings
 
@@ -104,14 +102,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_config_file(path: Path) -> dict:
     """Settings from a YAML/JSON file; a ``report.json`` is read through its ``config`` key."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
-    try:
-        data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ConfigError(f"config file {path} is not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: {str(error).splitlines()[0]}") from None
+    data = read_yaml(path, "config file")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of setting names to values")
     if "config" in data and isinstance(data["config"], dict) and "format" in data:
