@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, fields
-from typing import Any, Mapping, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 from vs_plugin.errors import ConfigError
-from vs_plugin.pipeline.settings import CompressSettings
+from vs_plugin.pipeline.settings import CompressSettings, FlatSettings
 from vs_plugin.training.distributed import launched_by_torchrun
 
 from .latency import DEFAULT_BATCH_SIZES, DEFAULT_REPEATS
@@ -21,7 +20,7 @@ STRUCTURED_INIT_LOG_SIGMA2 = -6.0
 GATE_LR_FACTOR = 10.0
 
 @dataclass(frozen=True)
-class StructuredSettings:
+class StructuredSettings(FlatSettings):
     """Settings of the structured path, besides :class:`CompressSettings`.
 
     Attributes:
@@ -38,6 +37,8 @@ class StructuredSettings:
         latency_threads: intra-op threads while timing (None: torch's setting; 1 avoids the
             stalls of a shared machine, see :mod:`.latency`).
     """
+
+    WHAT = "structured setting"
 
     prune_by: str = "macs"
     target_macs: float = 0.5
@@ -66,20 +67,6 @@ class StructuredSettings:
         if self.gate_lr is not None and not self.gate_lr > 0:
             raise ConfigError(f"gate_lr must be > 0, got {self.gate_lr}")
         self.prune_config()  # validates the rest
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "StructuredSettings":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown structured setting(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
-        return cls(**values)
-
-    def replace(self, **changes: Any) -> "StructuredSettings":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def prune_config(self, threshold: Optional[float] = None) -> PruneConfig:
         """The pruner's config; ``threshold`` is the settings' log alpha threshold (for ``threshold``)."""

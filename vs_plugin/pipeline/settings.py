@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional, TypeVar
 
 from ..data.transforms import AugmentSettings
 from ..errors import ConfigError
@@ -19,7 +19,6 @@ from ..losses.objective import ObjectiveConfig
 from ..variationalize import INIT_LOG_SIGMA2_PRETRAINED, INIT_LOG_SIGMA2_SCRATCH, VariationalConfig
 
 DEVICES = ("auto", "cpu", "cuda")
-TUPLE_FIELDS = ("layer_types", "include", "exclude", "threshold_sweep", "phase_split")
 AMP_MODES = ("off", "bf16", "fp16")
 #: "variational": one variational phase, pruned by the log alpha threshold (or the target).
 #: "three-phase": dense KD warm start -> variational phase -> prune -> masked KD fine-tune.
@@ -28,6 +27,32 @@ RECIPES = ("variational", "three-phase")
 OPTIONAL_NUMBERS = ("init_log_sigma2", "min_init_log_alpha", "target_sparsity")
 #: Fields of the nested configs that are no flat setting (the BSR's layer mapping is found from the models).
 NOT_SETTINGS = ("bsr_mapping",)
+
+
+Settings = TypeVar("Settings", bound="FlatSettings")
+
+
+class FlatSettings:
+    """Mapping in and out of a frozen settings dataclass (this one and the structured run's)."""
+
+    WHAT: ClassVar[str] = "setting"  # names the settings in errors
+
+    @classmethod
+    def from_mapping(cls: type[Settings], values: Mapping[str, Any]) -> Settings:
+        """Settings from a mapping (lists where the default is a tuple); unknown keys are an error
+        naming the accepted ones."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown {cls.WHAT}(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
+        return cls(**{k: tuple(v) if isinstance(v, list) and isinstance(known[k].default, tuple) else v for k, v in values.items()})
+
+    def replace(self: Settings, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The settings as JSON values (tuples as lists): report.json's ``config``."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
 def _fields_of(*configs: type, after: str, skip: tuple[str, ...] = ()):
@@ -57,7 +82,7 @@ def _fields_of(*configs: type, after: str, skip: tuple[str, ...] = ()):
 
 @dataclass(frozen=True)
 @_fields_of(VariationalConfig, ObjectiveConfig, after="eval_every", skip=NOT_SETTINGS)
-class CompressSettings:
+class CompressSettings(FlatSettings):
     """Settings of ``vs-plugin compress`` / ``vs_plugin.compress``.
 
     Training: ``epochs`` (student), ``teacher_epochs`` (only when the teacher is trained here),
@@ -163,22 +188,6 @@ class CompressSettings:
         self.variational_config(student_from_teacher=False)
         self.objective_config()
         self.augment_settings()
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "CompressSettings":
-        """Settings from a mapping; unknown keys are an error naming the accepted ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
-        converted = {k: tuple(v) if k in TUPLE_FIELDS and isinstance(v, list) else v for k, v in values.items()}
-        return cls(**converted)
-
-    def replace(self, **changes: Any) -> "CompressSettings":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def phase_epochs(self, warm_start: bool) -> tuple[int, int, int]:
         """Epochs of (warm start, variational phase, fine-tune); ``warm_start=False`` gives the
