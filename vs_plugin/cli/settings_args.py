@@ -61,6 +61,7 @@ HELP = {
     "recipe": "variational (one variational phase) or three-phase (dense KD warm start, variational phase, prune, masked KD fine-tune)",
     "phase_split": "three-phase recipe: fractions of --epochs for warm start, variational phase and fine-tune",
     "target_sparsity": "prune to exactly this fraction of the variational layers' units (weights, or channels with --granularity channel) by one global log alpha ranking (default: the threshold decides)",
+    "kl_controller": "with a target: adapt the KL weight during the variational phase so the threshold sparsity tracks the target (kl_weight is the starting point)",
     "layer_floor": "with a target: share of each layer's uniform allocation (1 - target) x units kept whatever the ranking (0 lets a layer be emptied)",
     "augment": "training augmentation of image data: timm (timm's create_transform(is_training=True)) or none (eval transform)",
     "hflip": "horizontal flip probability of the timm augmentation",

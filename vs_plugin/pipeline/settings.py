@@ -51,7 +51,10 @@ class CompressSettings:
     phase, fine-tune; the warm start is skipped, its epochs given to the variational phase, when
     the student is a copy of the trained teacher); ``target_sparsity`` prunes by one global log
     alpha ranking to exactly that fraction of the variational layers' units, each layer keeping
-    at least ``layer_floor`` of its uniform share ``(1 - target) * units`` (at least one); ``kl_min_samples`` tempers the KL on small data (see
+    at least ``layer_floor`` of its uniform share ``(1 - target) * units`` (at least one); with a
+    target, ``kl_controller`` adapts the KL weight during the variational phase so the student's
+    threshold sparsity tracks the target (:mod:`vs_plugin.losses.kl_controller`; ``kl_weight`` is
+    its starting point); ``kl_min_samples`` tempers the KL on small data (see
     :class:`ObjectiveConfig`).
     """
 
@@ -103,6 +106,7 @@ class CompressSettings:
     phase_split: tuple[float, ...] = (0.25, 0.5, 0.25)
     target_sparsity: Optional[float] = None
     layer_floor: float = 0.2
+    kl_controller: bool = True
     # measurement
     threshold_sweep: tuple[float, ...] = ()
     # image data: timm's training augmentation (folder:<path>, and resized in-memory data for a
