@@ -58,7 +58,7 @@ HELP = {
     "compile_kl": "run each variational layer's per-weight pass (sigma^2, KL, its gradient) as one torch.compile'd loop when the student has a layer of >= 65,536 weights and a C++ compiler (CPU) or Triton (GPU) is found; --no-compile-kl: eager PyTorch, the same numbers",
     "eval_every": "measure test accuracy and sparsity every N student/teacher epochs (and after the last)",
     "kl_min_samples": "N_0: the KL is divided by max(N, N_0), tempering it on small data (0: by N, the exact ELBO)",
-    "recipe": "variational (one variational phase) or three-phase (dense KD warm start, variational phase, prune, masked KD fine-tune)",
+    "recipe": "auto (three-phase with a target, variational without), variational (one variational phase) or three-phase (dense KD warm start, variational phase, prune, masked KD fine-tune)",
     "phase_split": "three-phase recipe: fractions of --epochs for warm start, variational phase and fine-tune",
     "target_sparsity": "prune to exactly this fraction of the variational layers' units (weights, or channels with --granularity channel) by one global log alpha ranking (default: the threshold decides)",
     "kl_controller": "with a target: adapt the KL weight during the variational phase so the threshold sparsity tracks the target (kl_weight is the starting point)",

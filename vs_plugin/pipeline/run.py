@@ -267,6 +267,7 @@ def _train_and_measure(job, env: PhaseEnvironment, teacher, num_train, num_class
         report["student"]["threshold_sweep"] = sweep
     if env.history.get("phases"):
         report["phases"] = env.history["phases"]
+    report["student"]["recipe"] = env.settings.resolved_recipe
     if job.teacher_info:
         report["teacher"]["weights_from"] = job.teacher_info
     report["student"]["teacher_outputs"] = env.notes.get("teacher_outputs")

@@ -21,7 +21,7 @@ TUPLE_FIELDS = ("layer_types", "include", "exclude", "threshold_sweep", "phase_s
 AMP_MODES = ("off", "bf16", "fp16")
 #: "variational": one variational phase, pruned by the log alpha threshold (or the target).
 #: "three-phase": dense KD warm start -> variational phase -> prune -> masked KD fine-tune.
-RECIPES = ("variational", "three-phase")
+RECIPES = ("auto", "variational", "three-phase")
 #: Settings that may be None (unset) as well as a number.
 OPTIONAL_NUMBERS = ("init_log_sigma2", "min_init_log_alpha", "target_sparsity")
 
@@ -47,7 +47,8 @@ class CompressSettings:
     thresholds at which the trained student's accuracy and sparsity are also reported (one
     training, a whole accuracy-sparsity curve).
 
-    Recipe: ``recipe="three-phase"`` splits ``epochs`` by ``phase_split`` (warm start, variational
+    Recipe: ``recipe="auto"`` (the default) is the three-phase recipe with a ``target_sparsity``
+    and one variational phase without (``"variational"``); ``recipe="three-phase"`` splits ``epochs`` by ``phase_split`` (warm start, variational
     phase, fine-tune; the warm start is skipped, its epochs given to the variational phase, when
     the student is a copy of the trained teacher); ``target_sparsity`` prunes by one global log
     alpha ranking to exactly that fraction of the variational layers' units, each layer keeping
@@ -102,7 +103,7 @@ class CompressSettings:
     compile_kl: bool = True
     kl_min_samples: int = 1000
     # recipe
-    recipe: str = "variational"
+    recipe: str = "auto"
     phase_split: tuple[float, ...] = (0.25, 0.5, 0.25)
     target_sparsity: Optional[float] = None
     layer_floor: float = 0.2
@@ -175,10 +176,17 @@ class CompressSettings:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    @property
+    def resolved_recipe(self) -> str:
+        """The recipe a run follows: ``auto`` is three-phase with a target, one variational phase without."""
+        if self.recipe == "auto":
+            return "three-phase" if self.target_sparsity is not None else "variational"
+        return self.recipe
+
     def phase_epochs(self, warm_start: bool) -> tuple[int, int, int]:
         """Epochs of (warm start, variational phase, fine-tune); ``warm_start=False`` gives the
         warm start's share to the variational phase. The one-phase recipe is (0, epochs, 0)."""
-        if self.recipe == "variational":
+        if self.resolved_recipe == "variational":
             return 0, self.epochs, 0
         total = sum(self.phase_split)
         warm = round(self.epochs * self.phase_split[0] / total) if warm_start else 0
