@@ -99,3 +99,14 @@ def test_shipped_digits_config_runs_end_to_end(tmp_path):
     assert main(args) == 0
     methods = {row["label"].split(" @ ")[0] for row in read_rows(out / "summary.csv")}
     assert methods == {"dense student", "variational_student", "variational_student-ratio", "level", "l1", "taylor", "movement"}
+
+
+def test_the_variational_student_at_a_target_is_pruned_then_fine_tuned(tmp_path):
+    data = {**TINY, "epochs": 3, "targets": [0.8],
+            "methods": [{"name": "variational_student", "config_list": [{"op_types": ["Linear"]}]}]}
+    out = tmp_path / "out"
+    assert main(["compare", "--config", str(write_config(tmp_path, data)), "--out", str(out), "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())["results"]
+    row = next(r for r in results if r["label"] == "variational_student @ 0.8")
+    assert row["nnz"] == 64 * 32 + 32 * 10 - int(64 * 32 * 0.8) - int(32 * 10 * 0.8)  # NNI's per-layer ratio
+    assert 0 <= row["measures"]["pruned_accuracy"] <= 1  # measured between the pruner's 2 epochs and the 1-epoch fine-tune

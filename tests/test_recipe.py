@@ -67,6 +67,21 @@ def test_resume_during_the_fine_tune_gives_the_same_student(tmp_path, monkeypatc
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
 
 
+def test_auto_is_three_phase_with_a_target_and_one_phase_without():
+    assert CompressSettings().recipe == "auto"
+    assert CompressSettings(epochs=8).phase_epochs(warm_start=True) == (0, 8, 0)
+    assert CompressSettings(epochs=8, target_sparsity=0.9).phase_epochs(warm_start=True) == (2, 4, 2)
+    assert CompressSettings(epochs=8, target_sparsity=0.9, recipe="variational").phase_epochs(warm_start=True) == (0, 8, 0)
+
+
+def test_a_target_without_a_recipe_runs_three_phases(tmp_path):
+    args = [a for a in RECIPE if a not in ("--recipe", "three-phase")]
+    assert main(["compress", *args, "--out", str(tmp_path / "run")]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["student"]["recipe"] == "three-phase" and report["config"]["recipe"] == "auto"
+    assert set(report["phases"]) >= {"warmstart", "variational", "pruned", "finetune"}
+
+
 def test_a_teacher_copy_skips_the_warm_start():
     settings = CompressSettings(recipe="three-phase", epochs=8)
     assert settings.phase_epochs(warm_start=True) == (2, 4, 2)

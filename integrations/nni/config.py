@@ -15,7 +15,11 @@ Meaning of the sparsity keys (per entry):
 - ``sparse_threshold: t`` keeps a unit while log_alpha < t (the core's ``keep_mask``); default 3;
 - ``sparse_ratio: r`` prunes the fraction r of units with the highest log_alpha (NNI's ratio
   rule, so ``min_sparse_ratio``/``max_sparse_ratio``/``global_group_id``/``dependency_group_id``
-  work as in NNI's own pruners).
+  work as in NNI's own pruners), except for one case: per-weight entries sharing a
+  ``global_group_id`` without ``min_sparse_ratio`` / ``max_sparse_ratio`` are ranked by the core's
+  rule (:func:`vs_plugin.pruning.global_keep_masks`: one global log alpha ranking, each layer
+  keeping at least ``layer_floor`` of its uniform share, default 0.2, so no layer is emptied;
+  ``layer_floor: 0`` is NNI's plain global ranking). The group lands exactly on r.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from vs_plugin.layers import functional as vf
 from vs_plugin.layers.base import VariationalLayer
 from vs_plugin.layers.registry import kind_name_of, layer_kind_names
 from vs_plugin.losses.objective import ObjectiveConfig
+from vs_plugin.pruning import DEFAULT_LAYER_FLOOR
 from vs_plugin.variationalize import head_name
 
 #: NNI granularity -> core granularity. NNI's ``default`` means per weight for this pruner
@@ -46,6 +51,8 @@ LAYER_KEYS = ("init_log_sigma2", "min_init_log_alpha", "kl", "log_alpha_clip")
 OBJECTIVE_KEYS = tuple(f.name for f in fields(ObjectiveConfig))
 #: NNI keys that only make sense when ranking by ratio.
 RATIO_ONLY_KEYS = ("min_sparse_ratio", "max_sparse_ratio", "global_group_id", "dependency_group_id", "internal_metric_block")
+#: Our ranking key (not NNI's): the per-layer floor of a global group ranked by the core's rule.
+FLOOR_KEY = "layer_floor"
 #: NNI keys this pruner does not support on the weight (it decides how masks apply).
 UNSUPPORTED_WEIGHT_KEYS = ("align",)
 TARGETS = ("weight", "bias")
@@ -64,6 +71,9 @@ class LayerPlan:
         threshold: log_alpha threshold of the layers (used for masks in threshold mode).
         layer_settings: ``init_log_sigma2`` / ``kl`` / ``log_alpha_clip`` given in the entry.
         by_threshold: True when the entry prunes by ``sparse_threshold``, False by ``sparse_ratio``.
+        ratio: the entry's ``sparse_ratio`` (None by threshold).
+        global_group: the ``global_group_id`` ranked by the core's rule, or None (NNI's rule).
+        layer_floor: that group's per-layer floor.
     """
 
     names: tuple[str, ...]
@@ -71,6 +81,9 @@ class LayerPlan:
     threshold: float
     layer_settings: Mapping[str, Any]
     by_threshold: bool
+    ratio: Optional[float] = None
+    global_group: Optional[Any] = None
+    layer_floor: float = DEFAULT_LAYER_FLOOR
 
 
 @dataclass
@@ -220,6 +233,7 @@ def translate_config_list(
         if nni_target_settings:
             entry["target_settings"] = nni_target_settings
         _coerce_sparsity(entry, where)
+        floor = _pop_floor(entry, where)
         weight = _weight_settings(entry, where)
         _validate_nni_schema(entry, where)
 
@@ -256,7 +270,18 @@ def translate_config_list(
                 f"{where}: granularity out_channel cannot gate the classifier head {head!r} (its outputs are the logits); "
                 f"add it to exclude_op_names"
             )
-        result.plans.append(LayerPlan(tuple(names), core_granularity, float(threshold), layer_settings, by_threshold))
+        core_ranked = (not by_threshold and core_granularity == "weight" and weight.get("global_group_id") is not None
+                       and weight.get("min_sparse_ratio") is None and weight.get("max_sparse_ratio") is None)
+        if floor is not None and not core_ranked:
+            raise ConfigError(
+                f"{where}.{FLOOR_KEY} needs sparse_ratio with a global_group_id, per weight, without min/max_sparse_ratio"
+            )
+        result.plans.append(LayerPlan(
+            tuple(names), core_granularity, float(threshold), layer_settings, by_threshold,
+            ratio=None if by_threshold else float(weight["sparse_ratio"]),
+            global_group=weight["global_group_id"] if core_ranked else None,
+            layer_floor=DEFAULT_LAYER_FLOOR if floor is None else floor,
+        ))
 
         sparsity = {"sparse_threshold": float(threshold)} if by_threshold else {"sparse_ratio": float(weight["sparse_ratio"])}
         nni_weight = {k: v for k, v in weight.items() if k in RATIO_ONLY_KEYS and v is not None}
@@ -265,8 +290,35 @@ def translate_config_list(
             # A global channel ranking could otherwise remove every channel of a layer (NNI has no cap by default).
             nni_weight["max_sparse_ratio"] = DEFAULT_MAX_CHANNEL_RATIO
         result.nni_config_list.append({"op_names": names, "target_names": targets, "target_settings": {"weight": nni_weight}})
+    _check_core_groups(result.plans)
     try:
         ObjectiveConfig(**result.objective_settings)
     except TypeError as error:
         raise ConfigError(f"unknown loss setting: {error}; accepted: {', '.join(OBJECTIVE_KEYS)}") from None
     return result
+
+
+def _pop_floor(entry: dict, where: str) -> Optional[float]:
+    """``layer_floor`` from the entry or its ``target_settings['weight']`` (removed: NNI does not know it)."""
+    values = [entry.pop(FLOOR_KEY, None), ((entry.get("target_settings") or {}).get("weight") or {}).pop(FLOOR_KEY, None)]
+    given = [v for v in values if v is not None]
+    if not given:
+        return None
+    floor = _number(given[-1], f"{where}.{FLOOR_KEY}")
+    if not 0.0 <= floor < 1.0:
+        raise ConfigError(f"{where}.{FLOOR_KEY} must lie in [0, 1), got {floor}")
+    return floor
+
+
+def _check_core_groups(plans: Sequence[LayerPlan]) -> None:
+    """Entries of one globally ranked group must share their ratio and floor."""
+    groups: dict[Any, LayerPlan] = {}
+    for plan in plans:
+        if plan.global_group is None:
+            continue
+        first = groups.setdefault(plan.global_group, plan)
+        if (plan.ratio, plan.layer_floor) != (first.ratio, first.layer_floor):
+            raise ConfigError(
+                f"entries of global_group_id {plan.global_group!r} give different sparse_ratio / {FLOOR_KEY} "
+                f"({first.ratio}, {first.layer_floor}) and ({plan.ratio}, {plan.layer_floor}); a group has one of each"
+            )

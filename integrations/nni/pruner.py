@@ -44,7 +44,9 @@ from vs_plugin.errors import ConfigError
 from vs_plugin.layers.base import VariationalLayer
 from vs_plugin.layers.registry import layer_kind_names
 from vs_plugin.losses.kl import KLWarmup
+from vs_plugin.losses.kl_controller import KLController
 from vs_plugin.losses.objective import ObjectiveConfig, VariationalStudentObjective
+from vs_plugin.pruning import global_keep_masks
 from vs_plugin.training.optim import adam
 from vs_plugin.variationalize import INIT_LOG_SIGMA2_SCRATCH, VariationalConfig, finalize, variationalize
 
@@ -134,6 +136,10 @@ class VariationalStudentPruner(Pruner):
         batch_targets: ``(batch) -> labels``; default ``batch[1]``.
         variational_lr: None adds the variational parameters to the user's optimizer (same
             learning rate and schedule); a number trains them with their own Adam at that rate.
+        kl_controller: when every entry prunes by the same ``sparse_ratio``, adapt the KL weight
+            during training so the share of units above the log alpha threshold follows a ramp to
+            that ratio (:mod:`vs_plugin.losses.kl_controller`; off when an NNI scheduler such as
+            ``AGPPruner`` drives the pruner, whose own ramp rules then). False keeps it fixed.
         existed_wrappers: used by ``from_compressor``.
     """
 
@@ -151,6 +157,7 @@ class VariationalStudentPruner(Pruner):
         teacher_predict: Optional[TeacherPredict] = None,
         batch_targets: Optional[BatchTargets] = None,
         variational_lr: Optional[float] = None,
+        kl_controller: bool = True,
         existed_wrappers: Optional[Dict[str, ModuleWrapper]] = None,
     ) -> None:
         evaluator = check_evaluator(evaluator)
@@ -160,6 +167,8 @@ class VariationalStudentPruner(Pruner):
             raise ConfigError(f"teacher must be an nn.Module or None, got {type(teacher).__name__}")
         if teacher is model:
             raise ConfigError("the teacher must be another module than the student being pruned")
+        if not isinstance(kl_controller, bool):
+            raise ConfigError(f"kl_controller must be True or False, got {kl_controller!r}")
         if variational_lr is not None and not (isinstance(variational_lr, (int, float)) and variational_lr > 0):
             raise ConfigError(f"variational_lr must be a positive number or None, got {variational_lr!r}")
         if num_train_samples is None:
@@ -196,8 +205,13 @@ class VariationalStudentPruner(Pruner):
         self.batch_targets = batch_targets or default_batch_targets
         self.kl_warmup = kl_warmup or KLWarmup(end_step=int(training_steps * DEFAULT_WARMUP_FRACTION))
         needs_teacher = objective_config.uses_teacher or objective_config.bsr_weight > 0
+        ratios = {plan.ratio for plan in self.plans}
+        controller = None
+        if kl_controller and len(ratios) == 1 and None not in ratios and 0 < next(iter(ratios)) < 1:
+            controller = KLController(next(iter(ratios)), training_steps, threshold=self.plans[0].threshold)
         self.objective = VariationalStudentObjective(
-            model, teacher if needs_teacher else None, objective_config, num_train_samples=num_train_samples
+            model, teacher if needs_teacher else None, objective_config, num_train_samples=num_train_samples,
+            kl_controller=controller,
         )
         self._by_threshold = {name: plan.by_threshold for plan in self.plans for name in plan.names}
         self._configured_threshold = {name: plan.threshold for plan in self.plans for name in plan.names}
@@ -251,7 +265,13 @@ class VariationalStudentPruner(Pruner):
 
     def _generate_sparsity(self, metrics: _MASKS) -> _MASKS:
         masks: _MASKS = defaultdict(dict)
-        ratio_spaces = {n: {"weight": ts["weight"]} for n, ts in self._target_spaces.items() if not self._by_threshold[n]}
+        for plan_names, ratio, floor in self._core_ranked_groups():
+            scores = {n: metrics[n]["weight"] for n in plan_names}  # -log alpha: higher is kept
+            for name, keep in global_keep_masks(scores, ratio, floor).items():
+                weight = self._target_spaces[name]["weight"].target
+                masks[name]["weight"] = (keep if keep.shape == weight.shape else keep.expand_as(weight)).to(weight.dtype)
+        ratio_spaces = {n: {"weight": ts["weight"]} for n, ts in self._target_spaces.items()
+                        if not self._by_threshold[n] and n not in masks}
         if ratio_spaces:
             for name, targets in generate_sparsity({n: metrics[n] for n in ratio_spaces}, ratio_spaces).items():
                 masks[name].update(targets)
@@ -266,6 +286,15 @@ class VariationalStudentPruner(Pruner):
             if bias_space is not None and bias_space.target is not None:
                 masks[name]["bias"] = bias_mask_from_weight(masks[name]["weight"], weight.shape).to(bias_space.target.dtype)
         return masks
+
+    def _core_ranked_groups(self) -> list[tuple[list[str], float, float]]:
+        """(layer names, ratio, floor) of each global group ranked by the core's rule (config.py)."""
+        groups: dict = {}
+        for plan in self.plans:
+            if plan.global_group is not None:
+                names = [n for n in plan.names if n in self._target_spaces]
+                groups.setdefault(plan.global_group, ([], plan.ratio, plan.layer_floor))[0].extend(names)
+        return list(groups.values())
 
     # -- training through the evaluator ----------------------------------------------------------
     def _check_not_threshold_scheduled(self) -> None:
@@ -323,6 +352,8 @@ class VariationalStudentPruner(Pruner):
 
     def _fuse_preprocess(self, evaluator: Evaluator) -> None:
         self._check_not_threshold_scheduled()
+        if self.total_times != 1:  # scheduled (AGPPruner, LinearPruner): the scheduler's ramp rules
+            self.objective.kl_controller = None
         device = next(self.bound_model.parameters()).device
         self.objective.to(device)
         if self.teacher is not None:

@@ -30,6 +30,7 @@ from ..errors import ConfigError
 from .bsr import BSR_NORMS, PER_SAMPLE_NORMS, BlockSparseRegulariser
 from .kd import KD_REDUCTIONS, kd_loss
 from .kl import KLWarmup, variational_kl
+from .kl_controller import KLController
 from .locality import locality_preserving_loss
 from .update_check import UpdateCheck
 
@@ -133,6 +134,9 @@ class VariationalStudentObjective(nn.Module):
             student's variational parameters have changed since the first one, and raise
             :class:`vs_plugin.errors.TrainingStalled` if none did: the optimizer does not hold them
             (typically it was created before ``variationalize``). 0 switches the check off.
+        kl_controller: scales the KL weight so the student's sparsity tracks a target (see
+            :mod:`vs_plugin.losses.kl_controller`); it observes every training call. None: the
+            KL weight stays ``config.kl_weight``.
 
     Call it with the batch's outputs; it returns ``{'loss', 'ce', 'kd', 'kl', 'bsr', 'lp'}``:
     ``loss`` is the weighted total to back-propagate, the others the unweighted terms (``kl``
@@ -148,6 +152,7 @@ class VariationalStudentObjective(nn.Module):
         num_train_samples: int,
         warmup: Optional[KLWarmup] = None,
         check_updates: int = DEFAULT_CHECK_UPDATES,
+        kl_controller: Optional[KLController] = None,
     ) -> None:
         super().__init__()
         self.config = config or ObjectiveConfig()
@@ -159,6 +164,7 @@ class VariationalStudentObjective(nn.Module):
             raise ConfigError(f"warmup must be a vs_plugin.KLWarmup or None, got {type(warmup).__name__}")
         self.num_train_samples = num_train_samples
         self.warmup = warmup
+        self.kl_controller = kl_controller
         #: Training calls so far (calls with gradients enabled); drives ``warmup``.
         self.global_step = 0
         self._update_check = UpdateCheck(student, check_updates)
@@ -200,6 +206,8 @@ class VariationalStudentObjective(nn.Module):
         if training:
             self._update_check.observe()
             self.global_step += 1
+            if self.kl_controller is not None:
+                self.kl_controller.observe(self._student[0])
         if not 0.0 <= beta <= 1.0:
             raise ConfigError(f"beta must lie in [0, 1], got {beta}")
         zero = student_logits.new_zeros((), dtype=torch.float32)
@@ -215,8 +223,14 @@ class VariationalStudentObjective(nn.Module):
             if student_features is None or teacher_features is None:
                 raise ConfigError("lp_gamma > 0 but student or teacher features were not given")
             lp = locality_preserving_loss(student_features.float(), teacher_features.float(), cfg.lp_k, cfg.lp_sigma2)
-        loss = cfg.ce_weight * ce + cfg.kd_weight * kd + cfg.kl_weight * beta * kl + cfg.bsr_weight * bsr + cfg.lp_gamma * lp
+        loss = cfg.ce_weight * ce + cfg.kd_weight * kd + self.kl_weight * beta * kl + cfg.bsr_weight * bsr + cfg.lp_gamma * lp
         return {"loss": loss, "ce": ce, "kd": kd, "kl": kl, "bsr": bsr, "lp": lp}
+
+    @property
+    def kl_weight(self) -> float:
+        """lambda_V now: the configured weight, times the controller's scale when there is one."""
+        scale = self.kl_controller.scale if self.kl_controller is not None else 1.0
+        return self.config.kl_weight * scale
 
     def regularisers(self, device: Optional[torch.device] = None) -> tuple[Tensor, Tensor]:
         """(kl, bsr), in fp32 whatever the autocast: the terms that depend on the student's weights
@@ -236,4 +250,4 @@ class VariationalStudentObjective(nn.Module):
         """lambda_V * beta * KL / max(N, N_0) + lambda_g * BSR: the loss's weight terms, for loops that
         add them to the gradients apart from the data terms (torch-pruning's ``regularize``)."""
         kl, bsr = self.regularisers(device)
-        return self.config.kl_weight * beta * kl + self.config.bsr_weight * bsr
+        return self.kl_weight * beta * kl + self.config.bsr_weight * bsr

@@ -189,9 +189,12 @@ def train_student(
     optimizer = adam(student.parameters(), lr=settings.lr)
     if mask_keeper is not None:
         mask_keeper.attach(optimizer)
+    controller = objective.kl_controller
     if checkpoint is not None:
         student.load_state_dict(checkpoint["student"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if controller is not None and "kl_controller" in checkpoint:
+            controller.load_state_dict(checkpoint["kl_controller"])
     start = _resume(checkpoint, env)
     uses_teacher = objective.config.uses_teacher
     batches = env.train_loader
@@ -212,9 +215,14 @@ def train_student(
 
     def beta(fit, record) -> None:
         record.extra["beta"] = warmup.beta(fit.global_step - 1)
+        if controller is not None:
+            record.extra["kl_scale"] = controller.scale
 
     def save(fit, record) -> None:
-        _save(env, phase, fit.epoch, teacher, student, fit.optimizer, fit.global_step, checkpoint_extra)
+        extra = dict(checkpoint_extra or {})
+        if controller is not None:
+            extra["kl_controller"] = controller.state_dict()
+        _save(env, phase, fit.epoch, teacher, student, fit.optimizer, fit.global_step, extra)
 
     try:
         with compile_mode_set_to("auto" if settings.compile_kl else "off"):

@@ -27,6 +27,7 @@ import torch.nn as nn
 from ..console import logger
 from ..data.loaders import BatchSource, dataset_labels, dataset_size, make_loader, subset_fraction
 from ..errors import CheckpointError, ConfigError, OutputError, VSPluginError
+from ..losses.kl_controller import KLController
 from ..losses.objective import VariationalStudentObjective
 from ..metrics.footprint import model_footprint
 from ..models.registry import InputSpec
@@ -354,6 +355,7 @@ class WeightStudent:
             report["student"]["threshold_sweep"] = self.sweep
         if env.history.get("phases"):
             report["phases"] = env.history["phases"]
+        report["student"]["recipe"] = env.settings.resolved_recipe
         report["student"]["teacher_outputs"] = env.notes.get("teacher_outputs")
 
     def write(self, run_dir: RunDirectory, job: CompressionJob, student: nn.Module, report: dict, teacher: nn.Module) -> None:
@@ -396,7 +398,12 @@ def _train_student_phases(job, env: PhaseEnvironment, student, teacher, num_trai
         keeper = apply_keep_masks(student, masks)
         sweep = phases.get("threshold_sweep", [])
     else:
-        objective = VariationalStudentObjective(student, teacher if uses_teacher else None, objective_config, num_train_samples=num_train).to(env.device)
+        controller = None
+        if settings.target_sparsity is not None and settings.kl_controller:
+            controller = KLController(settings.target_sparsity, variational_epochs * len(env.train_loader), threshold=settings.threshold)
+        objective = VariationalStudentObjective(
+            student, teacher if uses_teacher else None, objective_config, num_train_samples=num_train, kl_controller=controller,
+        ).to(env.device)
         train_student(student, teacher, objective, env, phase_reached(checkpoint, "student"), epochs=variational_epochs)
         sweep = threshold_sweep(student, settings.threshold_sweep, settings.threshold, env)
         phases["threshold_sweep"] = sweep

@@ -22,7 +22,7 @@ DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("off", "bf16", "fp16")
 #: "variational": one variational phase, pruned by the log alpha threshold (or the target).
 #: "three-phase": dense KD warm start -> variational phase -> prune -> masked KD fine-tune.
-RECIPES = ("variational", "three-phase")
+RECIPES = ("auto", "variational", "three-phase")
 #: Settings that may be None (unset) as well as a number.
 OPTIONAL_NUMBERS = ("init_log_sigma2", "min_init_log_alpha", "target_sparsity")
 #: Fields of the nested configs that are no flat setting (the BSR's layer mapping is found from the models).
@@ -104,11 +104,15 @@ class CompressSettings(FlatSettings):
     thresholds at which the trained student's accuracy and sparsity are also reported (one
     training, a whole accuracy-sparsity curve).
 
-    Recipe: ``recipe="three-phase"`` splits ``epochs`` by ``phase_split`` (warm start, variational
+    Recipe: ``recipe="auto"`` (the default) is the three-phase recipe with a ``target_sparsity``
+    and one variational phase without (``"variational"``); ``recipe="three-phase"`` splits ``epochs`` by ``phase_split`` (warm start, variational
     phase, fine-tune; the warm start is skipped, its epochs given to the variational phase, when
     the student is a copy of the trained teacher); ``target_sparsity`` prunes by one global log
     alpha ranking to exactly that fraction of the variational layers' units, each layer keeping
-    at least ``layer_floor`` of its uniform share ``(1 - target) * units`` (at least one); ``kl_min_samples`` tempers the KL on small data (see
+    at least ``layer_floor`` of its uniform share ``(1 - target) * units`` (at least one); with a
+    target, ``kl_controller`` adapts the KL weight during the variational phase so the student's
+    threshold sparsity tracks the target (:mod:`vs_plugin.losses.kl_controller`; ``kl_weight`` is
+    its starting point); ``kl_min_samples`` tempers the KL on small data (see
     :class:`ObjectiveConfig`).
     """
 
@@ -133,10 +137,11 @@ class CompressSettings(FlatSettings):
     kl_warmup_epochs: float = 10.0
     kl_hold_epochs: float = 0.0
     # recipe
-    recipe: str = "variational"
+    recipe: str = "auto"
     phase_split: tuple[float, ...] = (0.25, 0.5, 0.25)
     target_sparsity: Optional[float] = None
     layer_floor: float = 0.2
+    kl_controller: bool = True
     # measurement
     threshold_sweep: tuple[float, ...] = ()
     # image data: timm's training augmentation (folder:<path>, and resized in-memory data for a
@@ -189,10 +194,17 @@ class CompressSettings(FlatSettings):
         self.objective_config()
         self.augment_settings()
 
+    @property
+    def resolved_recipe(self) -> str:
+        """The recipe a run follows: ``auto`` is three-phase with a target, one variational phase without."""
+        if self.recipe == "auto":
+            return "three-phase" if self.target_sparsity is not None else "variational"
+        return self.recipe
+
     def phase_epochs(self, warm_start: bool) -> tuple[int, int, int]:
         """Epochs of (warm start, variational phase, fine-tune); ``warm_start=False`` gives the
         warm start's share to the variational phase. The one-phase recipe is (0, epochs, 0)."""
-        if self.recipe == "variational":
+        if self.resolved_recipe == "variational":
             return 0, self.epochs, 0
         total = sum(self.phase_split)
         warm = round(self.epochs * self.phase_split[0] / total) if warm_start else 0

@@ -1,8 +1,13 @@
 """The Variational Student as a ``vs-plugin compare`` method, through :class:`VariationalStudentPruner`.
 
-It trains a copy of the starting student for the budget's ``epochs`` through an NNI
-``TorchEvaluator`` whose own loss is the cross-entropy; the pruner adds KD + KL/N + BSR (+ LP).
-No fine-tuning follows: those epochs are its whole budget.
+It runs the three-phase recipe on the budget (the warm start is the starting student, already
+distilled dense when the study trains one): a copy of the starting student is trained for
+``1 - finetune_fraction`` of the budget's ``epochs`` through an NNI ``TorchEvaluator`` whose own
+loss is the cross-entropy (the pruner adds KD + KL/N + BSR (+ LP), and with a target the KL
+controller), pruned, then fine-tuned with CE + KD for the rest, pruned weights held at zero
+(``finetune_fraction``, default 1/3 with a target: the recipe's 0.5 / 0.25 split of what
+follows the warm start; 0 without one, as ``compress``'s recipe ``auto``: the whole budget goes
+to the pruner and the threshold decides).
 
 - Without ``targets`` it prunes by ``sparse_threshold`` (log_alpha, default 3) and the row's
   target is the sparsity it reached; with ``targets`` (its own, or the config's top-level ones when
@@ -28,6 +33,7 @@ from vs_plugin.compare.config import MethodEntry
 from vs_plugin.compare.method import MethodContext, MethodOutcome
 from vs_plugin.errors import ConfigError
 from vs_plugin.losses.kl import KLWarmup
+from vs_plugin.metrics.accuracy import evaluate_accuracy
 
 from ..config import OBJECTIVE_KEYS, translate_config_list
 from ..evaluator import make_torch_evaluator
@@ -35,7 +41,8 @@ from ..masks import bake_masks
 from ..pruner import VariationalStudentPruner
 from .common import SPARSITY_KEYS, check_options, number_option
 
-SCHEDULE_KEYS = ("kl_warmup_epochs", "kl_hold_epochs", "variational_lr")
+SCHEDULE_KEYS = ("kl_warmup_epochs", "kl_hold_epochs", "variational_lr", "finetune_fraction")
+DEFAULT_FINETUNE_FRACTION = 1 / 3
 DEFAULT_CONFIG_LIST = ({"op_types": ["Linear", "Conv1d", "Conv2d"]},)
 
 
@@ -71,6 +78,8 @@ class VariationalStudentMethod:
         lr = entry.options.get("variational_lr")
         if lr is not None and not number_option(entry, "variational_lr", 0.0) > 0:
             raise ConfigError(f"method {entry.label!r} option variational_lr must be > 0 or null")
+        if not 0 <= number_option(entry, "finetune_fraction", DEFAULT_FINETUNE_FRACTION) < 1:
+            raise ConfigError(f"method {entry.label!r} option finetune_fraction must lie in [0, 1)")
         return tuple(entry.targets) if entry.targets else (None,)
 
     def check_student(self, entry: MethodEntry, student: nn.Module) -> None:
@@ -85,8 +94,12 @@ class VariationalStudentMethod:
     def run(self, context: MethodContext, entry: MethodEntry, target: Optional[float]) -> MethodOutcome:
         budget = context.budget
         model = context.fresh_student()
-        steps = budget.epochs * budget.steps_per_epoch
-        warmup_epochs = number_option(entry, "kl_warmup_epochs", budget.epochs / 3)
+        default_fraction = DEFAULT_FINETUNE_FRACTION if target is not None else 0.0  # as compress's recipe "auto"
+        finetune_epochs = round(budget.epochs * number_option(entry, "finetune_fraction", default_fraction))
+        variational_epochs = max(1, budget.epochs - finetune_epochs)
+        finetune_epochs = budget.epochs - variational_epochs
+        steps = variational_epochs * budget.steps_per_epoch
+        warmup_epochs = number_option(entry, "kl_warmup_epochs", variational_epochs / 3)
         hold_epochs = number_option(entry, "kl_hold_epochs", 0.0)
         lr = entry.options.get("variational_lr")
         evaluator = make_torch_evaluator(model, context.train_batches, lr=budget.lr, on_epoch=context.progress.tick)
@@ -105,8 +118,13 @@ class VariationalStudentMethod:
         terms = {k: float(v) for k, v in (pruner.loss_patch.last_terms if pruner.loss_patch else {}).items()}
         pruner.unwrap_model()
         bake_masks(model, masks)
+        details = {"training_steps": steps, "last_loss_terms": terms, "finetune_epochs": finetune_epochs}
+        if finetune_epochs:
+            model.eval()
+            details["pruned_accuracy"] = evaluate_accuracy(model, context.test_batches, context.device)
+            context.finetune(model, masks, epochs=finetune_epochs)
         model.eval()
-        return MethodOutcome(model=model, target=target, details={"training_steps": steps, "last_loss_terms": terms})
+        return MethodOutcome(model=model, target=target, details=details)
 
 
 __all__ = ["VariationalStudentMethod"]
