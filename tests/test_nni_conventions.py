@@ -145,3 +145,21 @@ def test_a_distiller_fused_after_the_pruner_selects_the_layers_by_their_plain_op
     pruner.unwrap_model()  # plain layers, masked weights zero
     assert not any(isinstance(m, VariationalLayer) for m in model.modules())
     assert torch.equal(model[4].weight == 0, masks["4"]["weight"] == 0)
+
+
+def test_a_users_own_loop_gets_the_global_floor_ranking_and_the_kl_controller():
+    """The user's TorchEvaluator (their own training_func): a global group at sparse_ratio lands
+    exactly on it with every layer kept, and the KL controller moves the KL weight."""
+    from vs_plugin.pruning import keep_count
+
+    model = trained_like()
+    loader = DataLoader(TensorDataset(torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))), batch_size=4)
+    config = [{"op_types": ["Linear", "Conv2d"], "sparse_ratio": 0.9, "global_group_id": 0}]
+    pruner = VariationalStudentPruner(model, config, evaluator_over(loader, model), None, training_steps=6, objective={"kd_weight": 0.0})
+    _, masks = pruner.compress()
+    kept = {name: int(targets["weight"].bool().sum()) for name, targets in masks.items()}
+    sizes = {name: targets["weight"].numel() for name, targets in masks.items()}
+    assert sum(kept.values()) == keep_count(sum(sizes.values()), 0.9)
+    assert all(count >= 1 for count in kept.values())
+    controller = pruner.objective.kl_controller
+    assert controller.step == 6 and controller.scale != 1.0
