@@ -15,7 +15,7 @@ to the pruner and the threshold decides).
   ``sparse_ratio``.
 - ``options``: loss settings (fields of :class:`vs_plugin.ObjectiveConfig`; ``kd_weight`` and
   ``temperature`` default to the comparison's), ``kl_warmup_epochs`` (default a third of the
-  epochs), ``kl_hold_epochs`` (0), ``variational_lr`` (None: the variational parameters share
+  pruner's epochs), ``finetune_fraction``, ``kl_hold_epochs`` (0), ``variational_lr`` (None: the variational parameters share
   the student's Adam).
 - log sigma^2 starts at the pruner's default (-10, raised per unit so log alpha starts at -6 or
   above), unless ``init_log_sigma2`` / ``min_init_log_alpha`` are set in the config_list's
@@ -95,8 +95,8 @@ class VariationalStudentMethod:
         budget = context.budget
         model = context.fresh_student()
         default_fraction = DEFAULT_FINETUNE_FRACTION if target is not None else 0.0  # as compress's recipe "auto"
-        finetune_epochs = round(budget.epochs * number_option(entry, "finetune_fraction", default_fraction))
-        variational_epochs = max(1, budget.epochs - finetune_epochs)
+        requested = round(budget.epochs * number_option(entry, "finetune_fraction", default_fraction))
+        variational_epochs = max(1, budget.epochs - requested)  # the pruner trains at least one epoch
         finetune_epochs = budget.epochs - variational_epochs
         steps = variational_epochs * budget.steps_per_epoch
         warmup_epochs = number_option(entry, "kl_warmup_epochs", variational_epochs / 3)
