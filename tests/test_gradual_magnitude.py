@@ -1,5 +1,6 @@
 """Gradual magnitude pruning with KD as a ``vs-plugin compare`` row: exact target, cubic schedule, same budget."""
 
+import copy
 import csv
 
 import pytest
@@ -56,3 +57,37 @@ def test_selection_and_options_are_checked():
             method.plan(MethodEntry("gradual_magnitude", "gm", ({"op_types": ["Linear"]},), None, options), (0.5,))
     with pytest.raises(ConfigError, match="selects no layer"):
         method.check_student(MethodEntry("gradual_magnitude", "gm", ({"op_types": ["Conv2d"]},), None, {}), model)
+
+
+def test_teacher_runs_once_per_sample_not_once_per_step():
+    """The baselines' CE + KD training reads the teacher's logits from a cache computed once for
+    all methods (a VGG-like teacher every step would cost the LeNet-5 study most of its time)."""
+    import torch
+    import torch.nn as nn
+    from torch.utils.data import TensorDataset
+
+    from vs_plugin.compare.method import MethodContext, TrainingBudget
+    from vs_plugin.data.loaders import InMemoryLoader
+
+    class CountingTeacher(nn.Linear):
+        calls = 0
+
+        def forward(self, inputs):
+            CountingTeacher.calls += 1
+            return super().forward(inputs)
+
+    torch.manual_seed(0)
+    inputs, labels = torch.randn(96, 8), torch.randint(0, 3, (96,))
+    loader = InMemoryLoader(TensorDataset(inputs, labels), 16, shuffle=True, seed=0)
+    teacher = CountingTeacher(8, 3).eval().requires_grad_(False)
+    student = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    budget = TrainingBudget(epochs=2, lr=1e-2, kd_weight=1.0, temperature=4.0, steps_per_epoch=len(loader))
+    context = MethodContext(teacher=teacher, starting_student=student, student_is_trained=True, train_batches=loader,
+                            test_batches=loader, num_train_samples=96, budget=budget, device=torch.device("cpu"))
+    entry = MethodEntry("gradual_magnitude", "gm", ({"op_types": ["Linear"]},), None, {})
+    outcome = GradualMagnitudeMethod().run(context, entry, 0.5)
+    weights = sum(m.weight.numel() for m in outcome.model if isinstance(m, nn.Linear))
+    zeros = sum(int((m.weight == 0).sum()) for m in outcome.model if isinstance(m, nn.Linear))
+    assert zeros == weights - keep_count(weights, 0.5)
+    context.finetune(copy.deepcopy(student), epochs=1)
+    assert CountingTeacher.calls == 1  # 96 samples in one cache batch; 2 + 1 epochs x 6 steps without it

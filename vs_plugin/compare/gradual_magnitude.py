@@ -99,7 +99,7 @@ class GradualMagnitudeMethod:
             return inner(batch, global_step)
 
         try:
-            fit(model, optimizer, context.train_batches, prune_then_step, epochs=budget.epochs, phase=entry.label,
+            fit(model, optimizer, context.distill_batches(), prune_then_step, epochs=budget.epochs, phase=entry.label,
                 after_epoch=each_epoch(context.progress.tick))
         finally:
             inner.close()

@@ -21,6 +21,7 @@ from .config import MethodEntry
 from ..losses.objective import ObjectiveConfig
 from ..training import recipes
 from ..training.fit import each_epoch
+from ..training.teacher_cache import with_cached_teacher
 
 #: Called after every training epoch (progress bars).
 EpochCallback = Callable[[], None]
@@ -90,6 +91,15 @@ class MethodContext:
     device: torch.device
     progress: ProgressTicker = field(default_factory=ProgressTicker)
     num_classes: Optional[int] = None
+    _distill_batches: Optional[Iterable] = field(default=None, init=False, repr=False)
+
+    def distill_batches(self) -> Iterable:
+        """``train_batches`` carrying the teacher's logits, computed once for all the methods
+        (:func:`vs_plugin.training.teacher_cache.with_cached_teacher`; the batches themselves when
+        the data is not in memory). For CE + KD training through :class:`~vs_plugin.training.steps.StudentStep`."""
+        if self._distill_batches is None:
+            self._distill_batches = with_cached_teacher(self.train_batches, self.teacher, self.device)
+        return self._distill_batches
 
     def fresh_student(self) -> nn.Module:
         """A copy of the starting student, on the device, in training mode."""
@@ -101,7 +111,7 @@ class MethodContext:
                  epochs: Optional[int] = None, on_epoch: Optional[EpochCallback] = None) -> None:
         """The baselines' fine-tuning: CE + KD for the budget's epochs, pruned weights kept at zero."""
         recipes.distill(
-            model, self.teacher, self.train_batches, epochs=self.budget.epochs if epochs is None else epochs, lr=self.budget.lr,
+            model, self.teacher, self.distill_batches(), epochs=self.budget.epochs if epochs is None else epochs, lr=self.budget.lr,
             objective=self.budget.objective(), device=self.device, masks=masks, after_epoch=each_epoch(on_epoch or self.progress.tick),
         )
 

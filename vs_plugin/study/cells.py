@@ -31,6 +31,7 @@ from ..models.registry import build_model
 from ..models.weights import load_weights
 from ..pipeline.validation import check_models_fit_data, resolve_device
 from ..training.reproducibility import seed_everything
+from ..training.teacher_cache import with_cached_teacher
 from .config import TEACHER_COPY, RowSpec, StudyConfig
 from .metrics import extra_measures
 
@@ -149,6 +150,7 @@ class SeedCells:
             _, batches = self._train_batches(fraction)
             student = self._student(name)
             check_models_fit_data(self.teacher, student, next(iter(batches)), self.bundle.spec.num_classes, self.device)
+            batches = with_cached_teacher(batches, self.teacher, self.device)  # the teacher runs once per sample
             started = time.perf_counter()
             if epochs > 0:
                 distill(student, self.teacher, batches, epochs=epochs, lr=self.config.lr, objective=self._objective(),
