@@ -148,7 +148,7 @@ def compress_by_name(
     """
     started = time.perf_counter()
     settings = settings or CompressSettings()
-    student_kind(structured).settings(settings)  # the kind's own checks, before any data is read
+    student_kind(structured).settings(settings, student not in (None, "same"))  # the kind's own checks, before any data is read
     seed_everything(settings.seed)  # repeatable model initialisation
     inputs = build_named_inputs(
         teacher, student, dataset, settings=settings,

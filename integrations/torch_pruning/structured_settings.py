@@ -31,7 +31,9 @@ class StructuredSettings(FlatSettings):
         global_pruning: one ranking over all layers (else the same fraction per layer).
         max_layer_ratio: a layer loses at most this fraction of its channels (over all steps).
         gate_lr: learning rate of the gates (None: 10 x ``lr``).
-        finetune_epochs: CE + KD epochs after pruning.
+        finetune_epochs: CE + KD epochs after pruning, on top of ``epochs`` of gate training; None
+            (default): the recipe decides (:func:`vs_plugin.pipeline.structured.structured_phase_epochs`:
+            three-phase, the fine-tune share of ``epochs``).
         latency_repeats: timed rounds per batch size.
         latency_batch_sizes: batch sizes timed.
         latency_threads: intra-op threads while timing (None: torch's setting; 1 avoids the
@@ -47,7 +49,7 @@ class StructuredSettings(FlatSettings):
     global_pruning: bool = True
     max_layer_ratio: float = 0.9
     gate_lr: Optional[float] = None
-    finetune_epochs: int = 0
+    finetune_epochs: Optional[int] = None
     latency_repeats: int = DEFAULT_REPEATS
     latency_batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     latency_threads: Optional[int] = None
@@ -58,8 +60,10 @@ class StructuredSettings(FlatSettings):
         if isinstance(self.latency_batch_sizes, int) or not all(isinstance(b, int) and b >= 1 for b in self.latency_batch_sizes):
             raise ConfigError(f"latency_batch_sizes must be a list of integers >= 1, got {self.latency_batch_sizes!r}")
         object.__setattr__(self, "latency_batch_sizes", tuple(self.latency_batch_sizes))
-        if not (isinstance(self.finetune_epochs, int) and self.finetune_epochs >= 0):
-            raise ConfigError(f"finetune_epochs must be an integer >= 0, got {self.finetune_epochs!r}")
+        if self.finetune_epochs is not None and not (
+            isinstance(self.finetune_epochs, int) and not isinstance(self.finetune_epochs, bool) and self.finetune_epochs >= 0
+        ):
+            raise ConfigError(f"finetune_epochs must be an integer >= 0 (or unset: the recipe's share), got {self.finetune_epochs!r}")
         if not (isinstance(self.latency_repeats, int) and self.latency_repeats >= 1):
             raise ConfigError(f"latency_repeats must be an integer >= 1, got {self.latency_repeats!r}")
         if self.latency_threads is not None and not (isinstance(self.latency_threads, int) and self.latency_threads >= 1):

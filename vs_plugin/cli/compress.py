@@ -86,7 +86,7 @@ def _add_structured_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--global-pruning", dest="global_pruning", action=argparse.BooleanOptionalAction, help="rank channels of all layers together (on)", **option)
     group.add_argument("--max-layer-ratio", dest="max_layer_ratio", type=float, help="most a layer may lose (0.9)", **option)
     group.add_argument("--gate-lr", dest="gate_lr", type=float, help="learning rate of the channel gates (10 x --lr)", **option)
-    group.add_argument("--finetune-epochs", dest="finetune_epochs", type=int, help="CE + KD epochs after pruning (0)", **option)
+    group.add_argument("--finetune-epochs", dest="finetune_epochs", type=int, help="CE + KD epochs after pruning, on top of --epochs of gate training (default: the recipe's fine-tune share of --epochs)", **option)
     group.add_argument("--latency-repeats", dest="latency_repeats", type=int, help="timed runs per batch size, median reported (20)", **option)
     group.add_argument("--latency-batch-sizes", dest="latency_batch_sizes", type=int, nargs="+", help="batch sizes timed (1 64)", **option)
     group.add_argument("--latency-threads", dest="latency_threads", type=int, help="CPU threads while timing (torch's default)", **option)

@@ -81,8 +81,9 @@ class StudentKind(Protocol):
     files: tuple[str, ...]  # what a run of this kind writes in its folder
     checkpoint_format: str
 
-    def settings(self, settings: CompressSettings) -> CompressSettings:
-        """The run's settings, checked for this kind (raises ConfigError before anything is read)."""
+    def settings(self, settings: CompressSettings, student_given: bool) -> CompressSettings:
+        """The run's settings, checked for this kind (raises ConfigError before anything is read);
+        ``student_given``: the student is another model, not a copy of the teacher."""
 
     def record(self) -> dict:
         """More entries of the settings record (report.json ``config``, checked on resume)."""
@@ -167,7 +168,7 @@ def run_compression(job: CompressionJob, kind: Optional[StudentKind] = None) -> 
     ``kind``: the student's kind (default :func:`student_kind` of ``job.structured``)."""
     started = job.started if job.started is not None else time.perf_counter()
     kind = kind if kind is not None else student_kind(job.structured)
-    settings = kind.settings(job.settings)
+    settings = kind.settings(job.settings, job.student is not None)
     dist = init_distributed(resolve_device(settings.device))
     device = process_device(resolve_device(settings.device), dist)
     quiet = lambda message: None  # noqa: E731
@@ -328,7 +329,7 @@ class WeightStudent:
     def __init__(self) -> None:
         self.sweep: list[dict] = []
 
-    def settings(self, settings: CompressSettings) -> CompressSettings:
+    def settings(self, settings: CompressSettings, student_given: bool) -> CompressSettings:
         return settings
 
     def record(self) -> dict:
@@ -429,9 +430,12 @@ def _train_student_phases(job, env: PhaseEnvironment, student, teacher, num_trai
 def _student_init(job: CompressionJob, settings: CompressSettings) -> str:
     if job.student is None:
         return "teacher weights"
-    if job.structured is not None:  # the structured student has no warm start
-        return "random (from scratch)"
-    warm = settings.phase_epochs(warm_start=True)[0]
+    if job.structured is not None:
+        from .structured import structured_phase_epochs
+
+        warm = structured_phase_epochs(settings, job.structured, warm_start=True)[0]
+    else:
+        warm = settings.phase_epochs(warm_start=True)[0]
     return f"random, then {warm} epochs of dense KD (warm start)" if warm else "random (from scratch)"
 
 

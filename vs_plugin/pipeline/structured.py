@@ -2,15 +2,17 @@
 
 1. The teacher is loaded (``--teacher-checkpoint``) or trained (CE, ``teacher_epochs``, on all the
    training data as in every run: :func:`vs_plugin.pipeline.run.train_or_load_teacher`).
-2. The student (a copy of the teacher, or another architecture) gets one Gaussian gate per
-   output channel (core channel mode) and trains with the Variational Student objective on the
-   core loop (:func:`vs_plugin.training.fit.fit`). ``prune_steps`` pruning steps are spread over
-   the epochs (the last one at the end of training), through the torch-pruning adapter's hook
+2. The recipe splits ``--epochs`` (:func:`structured_phase_epochs`; three-phase by default, as
+   for every target): a dense CE + KD warm start when the student is another architecture (a
+   teacher copy needs none), then the gate phase, then the fine-tune share.
+3. In the gate phase the student gets one Gaussian gate per output channel (core channel mode)
+   and trains with the Variational Student objective on the core loop
+   (:func:`vs_plugin.training.fit.fit`). ``prune_steps`` pruning steps are spread over the gate
+   epochs (the last one at their end), through the torch-pruning adapter's hook
    (:class:`vs_plugin.integrations.torch_pruning.channel_pruning.ChannelPruning`): channels go by
    log alpha threshold, by ratio, or by log alpha ranking until the MACs fall to ``target_macs``
-   of the dense student's.
-3. The gates are folded into the weights (``finalize``): a plain, smaller model. Optionally
-   ``finetune_epochs`` more epochs of CE + KD.
+   of the dense student's. The gates are then folded into the weights (``finalize``): a plain,
+   smaller model, fine-tuned with CE + KD for the fine-tune share (or ``finetune_epochs``).
 4. Measured in one process: top-1 accuracy (masked student before the last step, pruned,
    fine-tuned), parameters and MACs (torch-pruning's counter, one sample), CPU latency of the
    dense teacher and the pruned student at each batch size (median of ``latency_repeats``
@@ -35,7 +37,7 @@ core loads without torch_pruning.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -65,6 +67,23 @@ STRUCTURED_CHECKPOINT_FORMAT = "vs-plugin-structured-checkpoint/1"
 SaveFunction = Callable[[str, int, dict], None]
 
 
+def structured_phase_epochs(settings: CompressSettings, structured: "StructuredSettings", warm_start: bool) -> tuple[int, int, int]:
+    """Epochs of (dense KD warm start, gate training with the pruning steps, fine-tune) of a structured run.
+
+    A structured run always prunes to a target (MACs or a channel ratio), so ``recipe="auto"`` is the
+    three-phase recipe (``phase_split`` of ``epochs``; the warm start only for a student that is not
+    a copy of the teacher, ``warm_start``); with ``prune_by="threshold"`` (no target) it is one gate
+    phase of ``epochs``, as is ``recipe="variational"``. An explicit ``finetune_epochs`` keeps the
+    layout the user wrote: ``epochs`` of gate training, then ``finetune_epochs``, no warm start.
+    """
+    if structured.finetune_epochs is not None:
+        return 0, settings.epochs, structured.finetune_epochs
+    one_phase = settings.recipe == "variational" or (settings.recipe == "auto" and structured.prune_by == "threshold")
+    if one_phase:
+        return 0, settings.epochs, 0
+    return settings.replace(recipe="three-phase").phase_epochs(warm_start=warm_start)
+
+
 @dataclass
 class StructuredOutcome:
     """A trained and pruned structured student (plain layers) and what happened on the way."""
@@ -75,6 +94,7 @@ class StructuredOutcome:
     extra: dict
     student_history: list[dict]
     finetune_history: list[dict]
+    warmstart_history: list[dict] = field(default_factory=list)
 
 
 def train_structured(
@@ -114,9 +134,34 @@ def train_structured(
     from ..integrations.torch_pruning.structured_resume import load_model_state
 
     settings = settings.replace(granularity="channel")
+    warm, gate_epochs, finetune_epochs = structured_phase_epochs(settings, structured, warm_start=not from_teacher)
+    extra_phases: dict = dict(resume.get("extra_phases", {})) if resume is not None else {}
+    warm_history: list[dict] = list(resume.get("warmstart_history", [])) if resume is not None else []
+    if warm and (resume is None or resume["phase"] == "warmstart"):
+        warm_start, optimizer_state = 0, None
+        if resume is not None:
+            load_model_state(student, resume["student"], "warm-start student")
+            warm_start, optimizer_state = int(resume["epoch"]), resume["optimizer"]
+            restore_rng_state(resume["rng"])
+            resume = None
+
+        def save_warm(state, record) -> None:
+            save("warmstart", state.epoch, {"student": student.state_dict(), "optimizer": state.optimizer.state_dict(),
+                                            "warmstart_history": state.history, "rng": rng_state()})
+
+        student.to(device)
+        distill(
+            student, teacher, train_loader, epochs=warm, lr=settings.lr, objective=settings.objective_config(), device=device,
+            phase="warmstart", optimizer_state=optimizer_state, start_epoch=warm_start, history=warm_history,
+            progress=settings.progress, log=log, evaluate=accuracy_hook(student, test_loader, device),
+            after_epoch=[*each_epoch(on_epoch), *([save_warm] if save is not None else [])],
+        )
+        student.train()
+        extra_phases["warmstart_accuracy"] = evaluate_accuracy(student, test_loader, device)
     hook = ChannelPruning(
-        student, teacher, example_inputs, num_train_samples=num_train_samples, settings=settings, structured=structured,
-        from_teacher=from_teacher, steps_per_epoch=len(train_loader), test_loader=test_loader, device=device,
+        student, teacher, example_inputs, num_train_samples=num_train_samples, settings=settings.replace(epochs=gate_epochs),
+        structured=structured, from_teacher=from_teacher or warm > 0, steps_per_epoch=len(train_loader), test_loader=test_loader,
+        device=device,
     )
     student.to(device)
     objective = hook.objective
@@ -126,7 +171,7 @@ def train_structured(
     start = 0
     if resume is not None:  # rebuild the student as pruned so far, then load its state
         hook.restore(resume)
-        student_history, start = list(resume["student_history"]), settings.epochs
+        student_history, start = list(resume["student_history"]), gate_epochs
         if resume["phase"] == "student":
             load_model_state(student, resume["student"], "student")
             optimizer = hook.optimizer()
@@ -135,14 +180,15 @@ def train_structured(
             restore_rng_state(resume["rng"])
 
     def phase_state() -> dict:
-        return {**hook.state(), "student_history": student_history}
+        return {**hook.state(), "student_history": student_history, "warmstart_history": warm_history,
+                "extra_phases": extra_phases}
 
     def checkpoint(state, record) -> None:
         save("student", state.epoch, {"student": student.state_dict(), "optimizer": state.optimizer.state_dict(),
                                       "rng": rng_state(), **phase_state()})
 
     try:
-        fit(student, optimizer, train_loader, step, epochs=settings.epochs, phase="student", start_epoch=start,
+        fit(student, optimizer, train_loader, step, epochs=gate_epochs, phase="student", start_epoch=start,
             history=student_history, progress=settings.progress, log=log, evaluate=accuracy_hook(student, test_loader, device),
             measure=[hook.measure], after_epoch=[*each_epoch(on_epoch), *([checkpoint] if save is not None else [])])
     finally:
@@ -150,7 +196,8 @@ def train_structured(
 
     finalize(student)
     student.eval()
-    extra = hook.extra
+    extra = hook.extra  # saved with every later checkpoint (hook.state), so a resumed fine-tune keeps pruned_accuracy
+    extra.update(extra_phases)
     finetune_start, finetune_history, finetune_optimizer = 0, [], None
     if resume is not None and resume["phase"] == "finetune":
         load_model_state(student, resume["student"], "fine-tuned student")
@@ -164,17 +211,18 @@ def train_structured(
         save("finetune", state.epoch, {"student": student.state_dict(), "optimizer": state.optimizer.state_dict(),
                                        "finetune_history": state.history, "rng": rng_state(), **phase_state()})
 
-    if structured.finetune_epochs > 0:
+    if finetune_epochs > 0:
         distill(
-            student, teacher, train_loader, epochs=structured.finetune_epochs, lr=settings.lr, objective=objective.config,
+            student, teacher, train_loader, epochs=finetune_epochs, lr=settings.lr, objective=objective.config,
             device=device, optimizer_state=finetune_optimizer, start_epoch=finetune_start, history=finetune_history,
             progress=settings.progress, log=log, evaluate=accuracy_hook(student, test_loader, device),
             after_epoch=[*each_epoch(on_epoch), *([save_finetune] if save is not None else [])],
         )
     student.eval()
     accuracy = evaluate_accuracy(student, test_loader, device)
-    extra["finetuned_accuracy"] = accuracy if structured.finetune_epochs else None
-    return StructuredOutcome(student, hook.plan, accuracy, extra, student_history, finetune_history)
+    extra["finetuned_accuracy"] = accuracy if finetune_epochs else None
+    extra["phase_epochs"] = {"warmstart": warm, "student": gate_epochs, "finetune": finetune_epochs}
+    return StructuredOutcome(student, hook.plan, accuracy, extra, student_history, finetune_history, warm_history)
 
 
 class StructuredStudent:
@@ -192,18 +240,20 @@ class StructuredStudent:
         self.outcome: Optional[StructuredOutcome] = None
         self.dense_size: dict = {}
 
-    def settings(self, settings: CompressSettings) -> CompressSettings:
+    def settings(self, settings: CompressSettings, student_given: bool) -> CompressSettings:
         from ..integrations.torch_pruning.structured_settings import check_single_process, prune_epochs
 
         check_single_process(settings)
-        prune_epochs(settings.epochs, self.structured.prune_steps)  # fail before any training
+        gate_epochs = structured_phase_epochs(settings, self.structured, warm_start=student_given)[1]
+        prune_epochs(gate_epochs, self.structured.prune_steps)  # fail before any training
         return settings.replace(granularity="channel")
 
     def record(self) -> dict:
         return {"structured": self.structured.to_dict()}
 
     def phase_epochs(self, job: CompressionJob, settings: CompressSettings) -> dict:
-        return {"teacher": settings.teacher_epochs, "student": settings.epochs, "finetune": self.structured.finetune_epochs}
+        phases = structured_phase_epochs(settings, self.structured, warm_start=job.student is not None)
+        return {"teacher": settings.teacher_epochs, **dict(zip(("warmstart", "student", "finetune"), phases))}
 
     def train_teacher(self, job: CompressionJob, env: PhaseEnvironment, teacher: nn.Module, checkpoint: Optional[dict]) -> None:
         seed_everything(env.settings.seed)
@@ -230,7 +280,8 @@ class StructuredStudent:
             device=env.device, log=env.log, resume=checkpoint if checkpoint is not None and checkpoint["phase"] != "teacher" else None,
             save=None if env.write_checkpoint is None else save,
         )
-        env.history = {"teacher": env.history["teacher"], "student": self.outcome.student_history, "finetune": self.outcome.finetune_history}
+        env.history = {"teacher": env.history["teacher"], "warmstart": self.outcome.warmstart_history,
+                       "student": self.outcome.student_history, "finetune": self.outcome.finetune_history}
         return self.outcome.student, self.outcome.accuracy
 
     def complete_report(self, report: dict, job: CompressionJob, env: PhaseEnvironment, student: nn.Module, teacher: nn.Module) -> None:
