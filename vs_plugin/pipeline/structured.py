@@ -138,10 +138,10 @@ def train_structured(
     extra_phases: dict = dict(resume.get("extra_phases", {})) if resume is not None else {}
     warm_history: list[dict] = list(resume.get("warmstart_history", [])) if resume is not None else []
     if warm and (resume is None or resume["phase"] == "warmstart"):
-        warm_start, optimizer_state = 0, None
+        warm_from_epoch, optimizer_state = 0, None
         if resume is not None:
             load_model_state(student, resume["student"], "warm-start student")
-            warm_start, optimizer_state = int(resume["epoch"]), resume["optimizer"]
+            warm_from_epoch, optimizer_state = int(resume["epoch"]), resume["optimizer"]
             restore_rng_state(resume["rng"])
             resume = None
 
@@ -152,7 +152,7 @@ def train_structured(
         student.to(device)
         distill(
             student, teacher, train_loader, epochs=warm, lr=settings.lr, objective=settings.objective_config(), device=device,
-            phase="warmstart", optimizer_state=optimizer_state, start_epoch=warm_start, history=warm_history,
+            phase="warmstart", optimizer_state=optimizer_state, start_epoch=warm_from_epoch, history=warm_history,
             progress=settings.progress, log=log, evaluate=accuracy_hook(student, test_loader, device),
             after_epoch=[*each_epoch(on_epoch), *([save_warm] if save is not None else [])],
         )
