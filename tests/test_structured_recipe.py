@@ -82,3 +82,30 @@ def test_killed_in_the_warm_start_resumes_to_the_same_model(uninterrupted, tmp_p
     assert resumed.keys() == reference.keys() and all(torch.equal(resumed[k], reference[k]) for k in reference)
     report = json.loads((out / "report.json").read_text())
     assert [len(report["history"][p]) for p in ("warmstart", "student", "finetune")] == [2, 4, 2]
+
+
+def test_python_api_with_modules_warm_starts_another_student():
+    """The way a torch-pruning user calls it from Python: their own modules and datasets."""
+    import torch.nn as nn
+    from sklearn.datasets import load_digits
+    from torch.utils.data import TensorDataset
+
+    from vs_plugin.integrations.torch_pruning import structured_from_modules
+    from vs_plugin.models.registry import InputSpec
+
+    digits = load_digits()
+    inputs = torch.tensor(digits.data, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
+    labels = torch.tensor(digits.target)
+    train, test = TensorDataset(inputs[:1400], labels[:1400]), TensorDataset(inputs[1400:], labels[1400:])
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 64, 10))
+    student = nn.Sequential(nn.Conv2d(1, 12, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(12 * 64, 10))
+    settings = CompressSettings(epochs=4, teacher_epochs=2, batch_size=128, kl_warmup_epochs=1, progress=False)
+    pruned, report = structured_from_modules(
+        teacher, train, test, InputSpec(1, 8, 8, 10), settings=settings, student=student, train_teacher=True,
+        structured=StructuredSettings(target_macs=0.6, latency_repeats=1, latency_batch_sizes=(1,)),
+    )
+    assert report["structured"]["phase_epochs"] == {"warmstart": 1, "student": 2, "finetune": 1}
+    assert [len(report["history"][p]) for p in ("warmstart", "student", "finetune")] == [1, 2, 1]
+    assert report["structured"]["warmstart_accuracy"] > 0.3
+    assert pruned[0].out_channels < 12  # channels physically removed
