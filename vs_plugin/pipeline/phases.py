@@ -24,7 +24,7 @@ from ..losses.kl import KLWarmup
 from ..losses.objective import VariationalStudentObjective
 from ..metrics.accuracy import count_correct
 from ..metrics.footprint import model_footprint
-from ..pruning import MaskKeeper
+from ..pruning import GradualLogAlphaPruning, MaskKeeper
 from ..training.distributed import DistributedContext, all_reduce_sum, gather_objects
 from ..training.fit import evaluate_after, fit  # noqa: F401  (evaluate_after: the phases' schedule)
 from ..training.reproducibility import restore_rng_state, rng_state
@@ -175,12 +175,15 @@ def train_student(
     epochs: Optional[int] = None,
     mask_keeper: Optional[MaskKeeper] = None,
     checkpoint_extra: Optional[dict] = None,
+    pruning: Optional[GradualLogAlphaPruning] = None,
 ) -> None:
     """Train the student with ``objective`` for ``epochs`` (default ``settings.epochs``), resuming if asked.
 
     ``phase`` is "student" for the variational phase, "warmstart" / "finetune" for the KD phases of
     the three-phase recipe (their objective has no KL); ``mask_keeper`` keeps pruned weights at
-    zero through every optimizer step; ``checkpoint_extra`` is saved with every checkpoint.
+    zero through every optimizer step; ``checkpoint_extra`` is saved with every checkpoint;
+    ``pruning`` masks variational units on its schedule during the phase (its masks are
+    checkpointed and restored on resume).
     """
     settings = env.settings
     epochs = settings.epochs if epochs is None else epochs
@@ -189,12 +192,16 @@ def train_student(
     optimizer = adam(student.parameters(), lr=settings.lr)
     if mask_keeper is not None:
         mask_keeper.attach(optimizer)
+    if pruning is not None:
+        pruning.attach(optimizer)
     controller = objective.kl_controller
     if checkpoint is not None:
         student.load_state_dict(checkpoint["student"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         if controller is not None and "kl_controller" in checkpoint:
             controller.load_state_dict(checkpoint["kl_controller"])
+        if pruning is not None and "gradual_pruning" in checkpoint:
+            pruning.load_state_dict(checkpoint["gradual_pruning"])
     start = _resume(checkpoint, env)
     uses_teacher = objective.config.uses_teacher
     batches = env.train_loader
@@ -209,6 +216,7 @@ def train_student(
         # each batch the student sees, which is what distillation needs.
         env.notes["teacher_outputs"] = "cached once per training sample" if batches is not env.train_loader else "computed every step"
     step = StudentStep(_ddp(student, env), teacher if uses_teacher else None, objective, warmup, env.device, env.autocast)
+    step_function = step if pruning is None else pruning.wrap(step)
 
     def evaluate() -> dict:
         return {"test_accuracy": distributed_accuracy(student, env), "sparsity": model_footprint(student).sparsity}
@@ -222,14 +230,18 @@ def train_student(
         extra = dict(checkpoint_extra or {})
         if controller is not None:
             extra["kl_controller"] = controller.state_dict()
+        if pruning is not None:
+            extra["gradual_pruning"] = pruning.state_dict()
         _save(env, phase, fit.epoch, teacher, student, fit.optimizer, fit.global_step, extra)
 
     try:
         with compile_mode_set_to("auto" if settings.compile_kl else "off"):
-            fit(student, optimizer, batches, step, epochs=epochs, phase=phase, start_epoch=start,
+            fit(student, optimizer, batches, step_function, epochs=epochs, phase=phase, start_epoch=start,
                 history=env.history.setdefault(phase, []), measure=[beta] if phase == "student" else [],
                 after_epoch=[save], **_loop(env, student, evaluate))
     finally:
         step.close()
         if mask_keeper is not None:
             mask_keeper.detach()
+        if pruning is not None:
+            pruning.detach()

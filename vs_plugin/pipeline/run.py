@@ -32,7 +32,7 @@ from ..losses.objective import VariationalStudentObjective
 from ..metrics.footprint import model_footprint
 from ..models.registry import InputSpec
 from ..training.distributed import DistributedContext, barrier, broadcast_object, init_distributed, process_device
-from ..pruning import apply_keep_masks, global_keep_masks, log_alpha_scores
+from ..pruning import GradualLogAlphaPruning, apply_keep_masks, global_keep_masks, log_alpha_scores
 from ..variationalize import finalize, masks as keep_masks, set_threshold, variationalize
 from .outputs import CHECKPOINT as CHECKPOINT_FILE, RUN_FILES, RunDirectory
 from .phases import (
@@ -399,20 +399,26 @@ def _train_student_phases(job, env: PhaseEnvironment, student, teacher, num_trai
         keeper = apply_keep_masks(student, masks)
         sweep = phases.get("threshold_sweep", [])
     else:
-        controller = None
-        if settings.target_sparsity is not None and settings.kl_controller:
-            controller = KLController(settings.target_sparsity, variational_epochs * len(env.train_loader), threshold=settings.threshold)
+        controller = gradual = None
+        phase_steps = variational_epochs * len(env.train_loader)
+        if settings.target_sparsity is not None and settings.prune_schedule == "gradual":
+            gradual = GradualLogAlphaPruning(
+                student, settings.target_sparsity, round(settings.prune_ramp * phase_steps), settings.layer_floor,
+            )
+        elif settings.target_sparsity is not None and settings.kl_controller:
+            controller = KLController(settings.target_sparsity, phase_steps, threshold=settings.threshold)
         objective = VariationalStudentObjective(
             student, teacher if uses_teacher else None, objective_config, num_train_samples=num_train, kl_controller=controller,
         ).to(env.device)
-        train_student(student, teacher, objective, env, phase_reached(checkpoint, "student"), epochs=variational_epochs)
+        train_student(student, teacher, objective, env, phase_reached(checkpoint, "student"), epochs=variational_epochs, pruning=gradual)
         sweep = threshold_sweep(student, settings.threshold_sweep, settings.threshold, env)
         phases["threshold_sweep"] = sweep
         phases["variational"] = _phase_point(student, env)
         if settings.target_sparsity is None and not finetune:
             return finalize(student), sweep  # the log alpha threshold decides, as it always did
         if settings.target_sparsity is not None:
-            masks = global_keep_masks(log_alpha_scores(student), settings.target_sparsity, settings.layer_floor)
+            scores = gradual.scores() if gradual is not None else log_alpha_scores(student)
+            masks = global_keep_masks(scores, settings.target_sparsity, settings.layer_floor)
         else:
             masks = keep_masks(student)
         keeper = apply_keep_masks(student, masks)

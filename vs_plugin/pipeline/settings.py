@@ -23,6 +23,8 @@ AMP_MODES = ("off", "bf16", "fp16")
 #: "variational": one variational phase, pruned by the log alpha threshold (or the target).
 #: "three-phase": dense KD warm start -> variational phase -> prune -> masked KD fine-tune.
 RECIPES = ("auto", "variational", "three-phase")
+#: How a target is reached in the variational phase (see CompressSettings' docstring).
+PRUNE_SCHEDULES = ("gradual", "end")
 #: Settings that may be None (unset) as well as a number.
 OPTIONAL_NUMBERS = ("init_log_sigma2", "min_init_log_alpha", "target_sparsity")
 #: Fields of the nested configs that are no flat setting (the BSR's layer mapping is found from the models).
@@ -109,11 +111,15 @@ class CompressSettings(FlatSettings):
     phase, fine-tune; the warm start is skipped, its epochs given to the variational phase, when
     the student is a copy of the trained teacher); ``target_sparsity`` prunes by one global log
     alpha ranking to exactly that fraction of the variational layers' units, each layer keeping
-    at least ``layer_floor`` of its uniform share ``(1 - target) * units`` (at least one); with a
-    target, ``kl_controller`` adapts the KL weight during the variational phase so the student's
+    at least ``layer_floor`` of its uniform share ``(1 - target) * units`` (at least one).
+    ``prune_schedule`` says how the variational phase gets there: ``"end"`` (the default)
+    prunes once after the phase, with ``kl_controller`` adapting the KL weight during it so the
     threshold sparsity tracks the target (:mod:`vs_plugin.losses.kl_controller`; ``kl_weight`` is
-    its starting point); ``kl_min_samples`` tempers the KL on small data (see
-    :class:`ObjectiveConfig`).
+    its starting point; the controller applies to ``"end"`` only); ``"gradual"`` masks the units
+    of highest log alpha on the cubic schedule over the first ``prune_ramp`` of the phase, with
+    the KL at its plain weight (:mod:`vs_plugin.pruning.gradual`: level with gradual magnitude
+    pruning on the paper MLP, worse on digits' short phases). ``kl_min_samples`` tempers the
+    KL on small data (see :class:`ObjectiveConfig`).
     """
 
     # training
@@ -141,6 +147,8 @@ class CompressSettings(FlatSettings):
     phase_split: tuple[float, ...] = (0.25, 0.5, 0.25)
     target_sparsity: Optional[float] = None
     layer_floor: float = 0.2
+    prune_schedule: str = "end"
+    prune_ramp: float = 2 / 3
     kl_controller: bool = True
     # measurement
     threshold_sweep: tuple[float, ...] = ()
@@ -188,6 +196,10 @@ class CompressSettings(FlatSettings):
             raise ConfigError(f"target_sparsity must lie in [0, 1), got {self.target_sparsity}")
         if not 0 <= self.layer_floor < 1:
             raise ConfigError(f"layer_floor must lie in [0, 1), got {self.layer_floor}")
+        if self.prune_schedule not in PRUNE_SCHEDULES:
+            raise ConfigError(f"prune_schedule must be one of {', '.join(PRUNE_SCHEDULES)}, got {self.prune_schedule!r}")
+        if not 0 < self.prune_ramp <= 1:
+            raise ConfigError(f"prune_ramp must lie in (0, 1] (a fraction of the variational phase), got {self.prune_ramp}")
         self.phase_epochs(warm_start=True)
         # Build the nested configs once so that their own checks run now.
         self.variational_config(student_from_teacher=False)

@@ -19,6 +19,10 @@ from .config import StudyConfig, RowSpec
 
 TEACHER_FORMAT = "vs-plugin-experiment-teacher/1"
 
+#: Compress settings added after studies were finished, with the value that reproduces what ran
+#: before them: recorded in a row's inputs only when set otherwise, so older results still match.
+ADDED_SETTINGS = {"prune_schedule": "end", "prune_ramp": 2 / 3}
+
 
 def _plain(value: Any) -> Any:
     """JSON-normal form (tuples as lists, paths as strings, float keys as strings)."""
@@ -53,7 +57,8 @@ def row_inputs(config: StudyConfig, row: RowSpec, seed: int, fraction: float) ->
     if config.metrics != ("accuracy", "footprint"):
         inputs["metrics"] = {"names": config.metrics, "latency": dict(config.latency)}
     if row.kind == "compress":
-        inputs["compress_settings"] = config.compress_settings(row, seed, fraction).to_dict()
+        settings = config.compress_settings(row, seed, fraction).to_dict()
+        inputs["compress_settings"] = {k: v for k, v in settings.items() if ADDED_SETTINGS.get(k, object()) != v}
     if row.kind == "method":
         inputs["dense_student_epochs"] = config.dense_student_epochs
         inputs["settings"] = dict(config.settings)
