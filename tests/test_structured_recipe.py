@@ -41,6 +41,13 @@ def test_too_few_gate_epochs_for_the_pruning_steps_fail_before_training(tmp_path
     assert not (tmp_path / "run").exists()
 
 
+def test_the_gradual_schedule_is_refused_for_a_structured_run(tmp_path, capsys):
+    args = [*OTHER_STUDENT, "--target-sparsity", "0.5", "--prune-schedule", "gradual"]
+    assert main(["compress", *args, "--out", str(tmp_path / "run")]) == 2
+    assert "prune_schedule='gradual'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     out = tmp_path_factory.mktemp("structured-recipe") / "run"

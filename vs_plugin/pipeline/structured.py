@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Un
 import torch
 import torch.nn as nn
 
+from ..errors import ConfigError
 from ..metrics.accuracy import evaluate_accuracy
 from ..models.registry import InputSpec
 from ..training.fit import each_epoch, fit
@@ -244,6 +245,12 @@ class StructuredStudent:
         from ..integrations.torch_pruning.structured_settings import check_single_process, prune_epochs
 
         check_single_process(settings)
+        if settings.prune_schedule != "end":
+            raise ConfigError(
+                f"prune_schedule={settings.prune_schedule!r} applies to per-weight and per-channel students "
+                "pruned in place; a structured run removes channels at its own prune steps (--prune-steps): "
+                "leave prune_schedule at 'end'"
+            )
         gate_epochs = structured_phase_epochs(settings, self.structured, warm_start=student_given)[1]
         prune_epochs(gate_epochs, self.structured.prune_steps)  # fail before any training
         return settings.replace(granularity="channel")
