@@ -18,8 +18,8 @@ ranks the units, the schedule decides how many go.
 
 A masked unit has theta = 0 and log sigma^2 = log(eps) + min(clip, threshold + 1): its log alpha
 lies above the threshold (so every count of kept units agrees with the masks) and its variance
-(about 5e-7 at the default threshold 3) adds almost no noise. The masked entries are restored
-after every optimizer step (Adam would move them otherwise).
+(about 5e-7 at the default threshold 3) adds almost no noise. A :class:`vs_plugin.pruning.MaskKeeper`
+holds them there through every optimizer step, as it holds pruned weights at zero in the fine-tune.
 
 Measured (``docs/results.md`` section 12, 3 seeds): on the paper MLP at 98% and 99% sparsity it
 lifts the Variational Student by 0.46 / 0.75 points to level with gradual magnitude pruning + KD;
@@ -38,6 +38,7 @@ from torch import Tensor
 
 from ..layers.functional import THETA_EPS
 from ..variationalize import variational_layers
+from .masking import MaskKeeper
 from .schedule import cubic_sparsity
 from .target import DEFAULT_LAYER_FLOOR, global_keep_masks, log_alpha_scores
 
@@ -76,9 +77,9 @@ class GradualLogAlphaPruning:
         self.floor = floor
         self.update_every = max(1, int(update_every))
         self.masks: Optional[dict[str, Tensor]] = None
-        self._dropped: dict[str, Tensor] = {}
         self.sparsity = 0.0  # of the masks in force
-        self._handles: list = []
+        self._keeper = MaskKeeper()
+        self._optimizer: Optional[torch.optim.Optimizer] = None
 
     # -- the schedule -------------------------------------------------------------------------
     def sparsity_at(self, steps_done: int) -> float:
@@ -117,27 +118,29 @@ class GradualLogAlphaPruning:
     # -- keeping masked units masked -------------------------------------------------------------
     def enforce(self) -> None:
         """theta = 0 and log sigma^2 at :func:`masked_log_sigma2` for every masked unit."""
-        with torch.no_grad():
-            for name, dropped in self._dropped.items():
-                layer = self.layers[name]
-                mean, log_sigma2 = layer.variational_parameters()
-                mean.masked_fill_(dropped, 0.0)
-                log_sigma2.masked_fill_(dropped, masked_log_sigma2(layer.threshold, layer.log_alpha_clip))
+        self._keeper.apply()
 
     def attach(self, optimizer: torch.optim.Optimizer) -> "GradualLogAlphaPruning":
-        """Restore the masked units after every optimizer step. Their gradients need no zeroing:
-        Adam works per element, so what it does to a masked entry is undone here and touches no other."""
-        self._handles.append(optimizer.register_step_post_hook(lambda *_: self.enforce()))
+        """Hold the masked units through every step of ``optimizer`` (a :class:`MaskKeeper` per mask update)."""
+        self._optimizer = optimizer
+        self._keeper.attach(optimizer)
         return self
 
     def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self._keeper.detach()
+        self._optimizer = None
 
     def _set_masks(self, masks: Optional[dict[str, Tensor]]) -> None:
         self.masks = masks
-        self._dropped = {} if masks is None else {name: ~mask for name, mask in masks.items()}
+        self._keeper.detach()
+        self._keeper = MaskKeeper()
+        for name, keep in (masks or {}).items():
+            layer = self.layers[name]
+            mean, log_sigma2 = layer.variational_parameters()
+            self._keeper.add(mean, keep)
+            self._keeper.add(log_sigma2, keep, fill=masked_log_sigma2(layer.threshold, layer.log_alpha_clip))
+        if self._optimizer is not None:
+            self._keeper.attach(self._optimizer)
 
     def _device(self, name: str) -> torch.device:
         return self.layers[name].variational_parameters()[0].device

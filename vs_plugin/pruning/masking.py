@@ -59,24 +59,29 @@ def apply_keep_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> "MaskKeep
 
 
 class MaskKeeper:
-    """Keeps chosen entries of parameters at zero through optimizer steps."""
+    """Keeps chosen entries of parameters at a fixed value (zero unless told) through optimizer steps."""
 
     def __init__(self) -> None:
         self._pairs: list[tuple[Tensor, Tensor]] = []
+        self._dropped: list[tuple[Tensor, float]] = []  # per pair: ~keep and the value pruned entries hold
         self._handles: list = []
 
-    def add(self, parameter: Tensor, keep: Tensor) -> None:
+    def add(self, parameter: Tensor, keep: Tensor, fill: float = 0.0) -> None:
+        """Hold the entries of ``parameter`` where ``keep`` is False at ``fill`` (a variational
+        layer's log sigma^2 is held at a value that marks the unit pruned, see ``gradual.py``)."""
         if keep.shape != parameter.shape:
             raise ConfigError(f"mask shape {tuple(keep.shape)} differs from the parameter's {tuple(parameter.shape)}")
-        self._pairs.append((parameter, keep.to(device=parameter.device, dtype=torch.bool)))
+        keep = keep.to(device=parameter.device, dtype=torch.bool)
+        self._pairs.append((parameter, keep))
+        self._dropped.append((~keep, float(fill)))
 
     def apply(self) -> None:
-        """Zero the pruned entries of every parameter (and of its gradient, when there is one)."""
+        """Set the pruned entries of every parameter (zero those of its gradient, when there is one)."""
         with torch.no_grad():
-            for parameter, keep in self._pairs:
-                parameter.mul_(keep)
+            for (parameter, _), (dropped, fill) in zip(self._pairs, self._dropped):
+                parameter.masked_fill_(dropped, fill)
                 if parameter.grad is not None:
-                    parameter.grad.mul_(keep)
+                    parameter.grad.masked_fill_(dropped, 0.0)
 
     def attach(self, optimizer: torch.optim.Optimizer) -> "MaskKeeper":
         """Zero pruned gradients before each ``optimizer.step()`` and pruned weights after it."""
@@ -91,9 +96,9 @@ class MaskKeeper:
 
     def _zero_grads(self) -> None:
         with torch.no_grad():
-            for parameter, keep in self._pairs:
+            for (parameter, _), (dropped, _) in zip(self._pairs, self._dropped):
                 if parameter.grad is not None:
-                    parameter.grad.mul_(keep)
+                    parameter.grad.masked_fill_(dropped, 0.0)
 
     @property
     def kept(self) -> int:
