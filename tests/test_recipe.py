@@ -67,6 +67,24 @@ def test_resume_during_the_fine_tune_gives_the_same_student(tmp_path, monkeypatc
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
 
 
+def test_variational_kd_weight_changes_the_variational_phase_alone(tmp_path, monkeypatch):
+    built = []
+    original = VariationalStudentObjective.__init__
+
+    def spy(self, student, teacher=None, config=None, **kwargs):
+        built.append((config.kd_weight, config.kl_weight > 0, teacher is not None))
+        original(self, student, teacher, config, **kwargs)
+
+    monkeypatch.setattr(VariationalStudentObjective, "__init__", spy)
+    out = tmp_path / "run"
+    assert main(["compress", *RECIPE, "--variational-kd-weight", "0", "--out", str(out)]) == 0
+    # warm start and fine-tune: CE + KD (weight 1, no KL); variational phase: CE + KL, no KD, no teacher
+    assert built == [(1.0, False, True), (0.0, True, False), (1.0, False, True)]
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["variational_kd_weight"] == 0.0 and report["config"]["kd_weight"] == 1.0
+    assert [len(report["history"][p]) for p in ("warmstart", "student", "finetune")] == [1, 2, 1]
+
+
 def test_auto_is_three_phase_with_a_target_and_one_phase_without():
     assert CompressSettings().recipe == "auto"
     assert CompressSettings(epochs=8).phase_epochs(warm_start=True) == (0, 8, 0)
@@ -99,6 +117,8 @@ def test_a_teacher_copy_skips_the_warm_start():
         (dict(recipe="three-phase", epochs=2, phase_split=(1.0, 0.1, 1.0)), "no variational epoch"),
         (dict(layer_floor=1.0), "layer_floor"),
         (dict(kl_min_samples=-1), "kl_min_samples"),
+        (dict(variational_kd_weight=-0.5), "variational_kd_weight"),
+        (dict(variational_kd_weight="high"), "variational_kd_weight"),
     ],
 )
 def test_bad_recipe_settings_are_refused(changes, message):

@@ -54,7 +54,7 @@ class ChannelPruning:
         init = settings.init_log_sigma2 if settings.init_log_sigma2 is not None else STRUCTURED_INIT_LOG_SIGMA2
         self.warmup = KLWarmup.from_epochs(settings.kl_warmup_epochs, steps_per_epoch, settings.kl_hold_epochs)
         self.pruner = VariationalStudentPruner(
-            student, example_inputs, num_train_samples=num_train_samples, teacher=teacher, objective=settings.objective_config(),
+            student, example_inputs, num_train_samples=num_train_samples, teacher=teacher, objective=settings.variational_objective_config(),
             warmup=self.warmup, prune=structured.prune_config(settings.threshold),
             variational=settings.replace(init_log_sigma2=init).variational_config(student_from_teacher=from_teacher),
         )

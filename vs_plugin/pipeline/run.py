@@ -384,6 +384,7 @@ def _train_student_phases(job, env: PhaseEnvironment, student, teacher, num_trai
     warm, variational_epochs, finetune = settings.phase_epochs(warm_start=job.student is not None)
     phases = env.history.setdefault("phases", {})
     kd_config = dataclasses.replace(objective_config, kl_weight=0.0, bsr_weight=0.0)
+    objective_config = settings.variational_objective_config()  # variational_kd_weight, when set
 
     def kd_objective() -> VariationalStudentObjective:  # CE + KD: the warm start and the fine-tune
         return VariationalStudentObjective(student, teacher if kd_config.uses_teacher else None, kd_config, num_train_samples=num_train)

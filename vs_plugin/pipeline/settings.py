@@ -26,7 +26,7 @@ RECIPES = ("auto", "variational", "three-phase")
 #: How a target is reached in the variational phase (see CompressSettings' docstring).
 PRUNE_SCHEDULES = ("gradual", "end")
 #: Settings that may be None (unset) as well as a number.
-OPTIONAL_NUMBERS = ("init_log_sigma2", "min_init_log_alpha", "target_sparsity")
+OPTIONAL_NUMBERS = ("init_log_sigma2", "min_init_log_alpha", "target_sparsity", "variational_kd_weight")
 #: Fields of the nested configs that are no flat setting (the BSR's layer mapping is found from the models).
 NOT_SETTINGS = ("bsr_mapping",)
 
@@ -150,6 +150,7 @@ class CompressSettings(FlatSettings):
     prune_schedule: str = "end"
     prune_ramp: float = 2 / 3
     kl_controller: bool = True
+    variational_kd_weight: Optional[float] = None  # None: kd_weight in every phase
     # measurement
     threshold_sweep: tuple[float, ...] = ()
     # image data: timm's training augmentation (folder:<path>, and resized in-memory data for a
@@ -198,6 +199,8 @@ class CompressSettings(FlatSettings):
             raise ConfigError(f"layer_floor must lie in [0, 1), got {self.layer_floor}")
         if self.prune_schedule not in PRUNE_SCHEDULES:
             raise ConfigError(f"prune_schedule must be one of {', '.join(PRUNE_SCHEDULES)}, got {self.prune_schedule!r}")
+        if self.variational_kd_weight is not None and not self.variational_kd_weight >= 0:
+            raise ConfigError(f"variational_kd_weight must be >= 0 or unset (kd_weight), got {self.variational_kd_weight}")
         if not 0 < self.prune_ramp <= 1:
             raise ConfigError(f"prune_ramp must lie in (0, 1] (a fraction of the variational phase), got {self.prune_ramp}")
         self.phase_epochs(warm_start=True)
@@ -247,6 +250,13 @@ class CompressSettings(FlatSettings):
 
     def objective_config(self) -> ObjectiveConfig:
         return ObjectiveConfig(**self._values_of(ObjectiveConfig))
+
+    def variational_objective_config(self) -> ObjectiveConfig:
+        """The objective of the variational (or gate) phase: ``kd_weight`` is ``variational_kd_weight`` when set."""
+        config = self.objective_config()
+        if self.variational_kd_weight is None:
+            return config
+        return dataclasses.replace(config, kd_weight=self.variational_kd_weight)
 
 
 _NUMBER = (int, float)

@@ -21,7 +21,7 @@ TEACHER_FORMAT = "vs-plugin-experiment-teacher/1"
 
 #: Compress settings added after studies were finished, with the value that reproduces what ran
 #: before them: recorded in a row's inputs only when set otherwise, so older results still match.
-ADDED_SETTINGS = {"prune_schedule": "end", "prune_ramp": 2 / 3}
+ADDED_SETTINGS = {"prune_schedule": "end", "prune_ramp": 2 / 3, "variational_kd_weight": None}
 
 
 def _plain(value: Any) -> Any:
