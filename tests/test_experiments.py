@@ -142,3 +142,15 @@ def test_top_level_targets_expand_compress_and_method_rows_but_not_kd_rows():
     assert [(r.label, r.target) for r in config.rows] == [
         ("VS @ 0.9", 0.9), ("VS @ 0.95", 0.95), ("KD alone", None), ("Level @ 0.9", 0.9), ("Level @ 0.95", 0.95)]
     assert config.compress_settings(config.rows[0], 0, 1.0).target_sparsity == 0.9
+
+
+def test_summary_notes_name_the_loss_of_the_dense_student():
+    from vs_plugin.study.runner import _notes
+
+    base = {"name": "n", "dataset": "digits", "teacher": "mlp:in-32-out", "student": "mlp:in-16-out", "seeds": [0],
+            "rows": [{"label": "gm", "method": "gradual_magnitude", "config_list": [{"op_types": ["Linear"]}], "target": 0.9}]}
+    with_kd = " ".join(_notes(parse_experiment({**base, "kd_weight": 1.0, "temperature": 2.0})))
+    assert "CE + 1.0 KD (T = 2.0)" in with_kd and "CE alone" not in with_kd
+    without = " ".join(_notes(parse_experiment({**base, "kd_weight": 0.0})))
+    assert "dense student with CE alone (kd_weight 0)" in without and "epochs with CE alone (kd_weight 0)" in without
+    assert "KD (T =" not in without

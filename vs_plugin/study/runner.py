@@ -180,12 +180,13 @@ def _notes(config: StudyConfig) -> list[str]:
         else f"one teacher per seed ({config.teacher}, {config.teacher_epochs} epochs on "
         + ("the full training set" if config.teacher_train_fraction == 1 else f"{100 * config.teacher_train_fraction:g}% of the training set") + ")"
     )
+    loss = f"CE + {config.kd_weight} KD (T = {config.temperature})" if config.kd_weight > 0 else "CE alone (kd_weight 0)"
     notes = [
         f"{seeds}; {teacher}.",
         f"budget per row: {epochs}, batch {config.batch_size}, Adam lr {config.lr}; compress rows run `vs-plugin compress` with their settings (recipe, target); "
-        f"kd rows train a dense student with CE + {config.kd_weight} KD (T = {config.temperature}); method rows start from "
+        f"kd rows train a dense student with {loss}; method rows start from "
         + ("a copy of the teacher" if any(r.student == TEACHER_COPY for r in config.rows if r.kind == "method")
-           else f"a dense student first trained {config.dense_student_epochs} epochs with CE + KD")
+           else f"a dense student first trained {config.dense_student_epochs} epochs with {loss}")
         + " and spend the budget as the method does (baselines: prune, then fine-tune).",
         "sparsity and compression count Linear/Conv weights; memory: sparse students as CSR, dense students and the teacher as dense fp32.",
     ]
