@@ -11,3 +11,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def built_objectives(monkeypatch):
+    """Records (config, teacher given) of every VariationalStudentObjective built while the test runs."""
+    from vs_plugin.losses.objective import VariationalStudentObjective
+
+    built = []
+    original = VariationalStudentObjective.__init__
+
+    def recording(self, student, teacher=None, config=None, **kwargs):
+        built.append((config, teacher is not None))
+        original(self, student, teacher, config, **kwargs)
+
+    monkeypatch.setattr(VariationalStudentObjective, "__init__", recording)
+    return built
