@@ -118,8 +118,10 @@ class CompressSettings(FlatSettings):
     its starting point; the controller applies to ``"end"`` only); ``"gradual"`` masks the units
     of highest log alpha on the cubic schedule over the first ``prune_ramp`` of the phase, with
     the KL at its plain weight (:mod:`vs_plugin.pruning.gradual`: level with gradual magnitude
-    pruning on the paper MLP, worse on digits' short phases). ``kl_min_samples`` tempers the
-    KL on small data (see :class:`ObjectiveConfig`).
+    pruning on the paper MLP, worse on digits' short phases). ``variational_kd_weight`` (unset:
+    ``kd_weight``) is the KD weight of the variational (or gate) phase alone; the warm start and
+    the fine-tune keep ``kd_weight``. ``kl_min_samples`` tempers the KL on small data (see
+    :class:`ObjectiveConfig`).
     """
 
     # training
