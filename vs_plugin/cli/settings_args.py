@@ -62,7 +62,7 @@ HELP = {
     "prune_schedule": "with a target: gradual (mask the highest log alpha units on the cubic schedule during the variational phase) or end (prune once after it, the KL weight steered by --kl-controller)",
     "prune_ramp": "with --prune-schedule gradual: fraction of the variational phase over which the sparsity rises to the target",
     "kl_controller": "with a target and --prune-schedule end: adapt the KL weight during the variational phase so the threshold sparsity tracks the target (kl_weight is the starting point)",
-    "variational_kd_weight": "three-phase recipe: lambda_T of the variational phase alone (warm start and fine-tune keep --kd-weight; default: --kd-weight)",
+    "variational_kd_weight": "lambda_T of the variational (or structured gate) phase alone; the warm start and the fine-tune keep --kd-weight (default: --kd-weight)",
     "layer_floor": "with a target: share of each layer's uniform allocation (1 - target) x units kept whatever the ranking (0 lets a layer be emptied)",
     "augment": "training augmentation of image data: timm (timm's create_transform(is_training=True)) or none (eval transform)",
     "hflip": "horizontal flip probability of the timm augmentation",

@@ -346,8 +346,7 @@ class WeightStudent:
         settings = env.settings
         warm_started = job.student is not None and settings.phase_epochs(warm_start=True)[0] > 0
         variational_config = settings.variational_config(student_from_teacher=job.student is None or warm_started)
-        objective_config = settings.objective_config()
-        student, self.sweep = _train_student_phases(job, env, student, teacher, num_train, variational_config, objective_config, checkpoint)
+        student, self.sweep = _train_student_phases(job, env, student, teacher, num_train, variational_config, checkpoint)
         student.eval()
         return student, distributed_accuracy(student, env)
 
@@ -374,7 +373,7 @@ class WeightStudent:
         run_dir.write_results(student.state_dict(), spec, report, teacher_state)
 
 
-def _train_student_phases(job, env: PhaseEnvironment, student, teacher, num_train, variational_config, objective_config, checkpoint):
+def _train_student_phases(job, env: PhaseEnvironment, student, teacher, num_train, variational_config, checkpoint):
     """Warm start (three-phase recipe), variational phase, pruning, fine-tune; returns (plain student, sweep).
 
     Each phase resumes from a checkpoint written in it and is skipped when the checkpoint is from
@@ -383,8 +382,8 @@ def _train_student_phases(job, env: PhaseEnvironment, student, teacher, num_trai
     settings = env.settings
     warm, variational_epochs, finetune = settings.phase_epochs(warm_start=job.student is not None)
     phases = env.history.setdefault("phases", {})
-    kd_config = dataclasses.replace(objective_config, kl_weight=0.0, bsr_weight=0.0)
-    objective_config = settings.variational_objective_config()  # variational_kd_weight, when set
+    kd_config = dataclasses.replace(settings.objective_config(), kl_weight=0.0, bsr_weight=0.0)
+    objective_config = settings.variational_objective_config()  # kd_weight is variational_kd_weight when set
 
     def kd_objective() -> VariationalStudentObjective:  # CE + KD: the warm start and the fine-tune
         return VariationalStudentObjective(student, teacher if kd_config.uses_teacher else None, kd_config, num_train_samples=num_train)
