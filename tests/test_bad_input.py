@@ -39,6 +39,7 @@ def run_bad(tmp_path, capsys, *extra):
         (["--granularity", "block"], "granularity must be one of weight, channel"),
         (["--threshold", "20"], "threshold must lie in"),
         (["--device", "tpu"], "device must be one of"),
+        (["--teacher-lr-schedule", "step"], "teacher_lr_schedule must be one of constant, cosine"),
         (["--bsr-norm", "l3"], "bsr_norm must be one of"),
         (["--include", "encoder.*"], "matches no module"),
     ],

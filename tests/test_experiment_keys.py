@@ -45,10 +45,11 @@ def snapshot(out):
     [
         ({"teacher": "mlp:in-128-out"}, "teacher"),
         ({"teacher_epochs": 2}, "teacher_epochs"),
+        ({"teacher_lr_schedule": "cosine"}, "teacher_lr_schedule"),
         ({"epochs": 2}, "epochs"),
         ({"settings": {"kd_weight": 0.5}}, "kd_weight"),
     ],
-    ids=["teacher", "teacher-epochs", "budget", "row-settings"],
+    ids=["teacher", "teacher-epochs", "teacher-lr-schedule", "budget", "row-settings"],
 )
 def test_changed_settings_are_refused_not_reported_under_the_new_config(finished, change, named, capsys):
     out = finished / "out"

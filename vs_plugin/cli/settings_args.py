@@ -20,6 +20,7 @@ HELP = {
     "batch_size": "training batch size",
     "lr": "student learning rate (Adam)",
     "teacher_lr": "teacher learning rate (Adam)",
+    "teacher_lr_schedule": "teacher learning-rate schedule: constant or cosine (annealed per epoch towards 0)",
     "seed": "random seed (initialisation, noise, shuffles, low-data subsets)",
     "device": "auto, cpu or cuda",
     "train_fraction": "fraction of the training set the student uses, in (0, 1] (low-data regime; stratified, fixed by --seed; a teacher trained here uses all of it)",

@@ -157,6 +157,7 @@ def train_teacher(teacher: nn.Module, env: PhaseEnvironment, checkpoint: Optiona
     start = _resume(checkpoint, env)
     train_classifier(
         teacher, env.teacher_loader, epochs=settings.teacher_epochs, lr=settings.teacher_lr, device=env.device,
+        lr_schedule=settings.teacher_lr_schedule,
         optimizer_state=checkpoint["optimizer"] if checkpoint is not None else None, forward=_ddp(teacher, env),
         autocast=env.autocast, start_epoch=start, history=env.history["teacher"],
         after_epoch=[lambda fit, record: _save(env, "teacher", fit.epoch, teacher, None, fit.optimizer, 0)],

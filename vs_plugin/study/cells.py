@@ -208,7 +208,9 @@ def train_teacher(config: StudyConfig, bundle: DataBundle, seed: int) -> tuple[d
     teacher = build_model(config.teacher, bundle.spec).to(device)
     train = subset_fraction(bundle.train, config.teacher_train_fraction, seed)
     batches = make_loader(train, config.batch_size, shuffle=True, seed=seed)
-    train_classifier(teacher, batches, epochs=config.teacher_epochs, lr=config.teacher_lr, device=device)
+    train_classifier(
+        teacher, batches, epochs=config.teacher_epochs, lr=config.teacher_lr, device=device, lr_schedule=config.teacher_lr_schedule,
+    )
     accuracy = evaluate_accuracy(teacher, make_loader(bundle.test, 256, shuffle=False, seed=seed), device)
     return {k: v.detach().cpu() for k, v in teacher.state_dict().items()}, accuracy
 

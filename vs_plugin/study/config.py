@@ -4,6 +4,7 @@
     dataset: fashion-mnist
     teacher: mlp:784-1200-1200-10     # or teacher_checkpoint: path (then teacher_epochs is unused)
     teacher_epochs: 8                 # one teacher per seed
+    teacher_lr_schedule: cosine       # or constant (the default)
     seeds: [0, 1, 2]
     train_fractions: [1.0]            # of the students' training set (low-data regime)
     epochs: 30                        # the total budget of every row (epochs_by_fraction overrides it)
@@ -37,13 +38,14 @@ from typing import Any, Mapping, Optional
 from ..config_files import read_yaml
 from ..errors import ConfigError
 from ..pipeline.settings import CompressSettings
+from ..training.optim import LR_SCHEDULES
 
 BUILTIN_METHODS = ("compress", "kd")
 ALWAYS_MEASURED = ("accuracy", "footprint")
 LATENCY_KEYS = ("batch_sizes", "repeats", "threads")
 TOP_KEYS = {
     "name", "description", "dataset", "data_dir", "image_size", "teacher", "teacher_checkpoint", "teacher_epochs",
-    "teacher_lr", "teacher_train_fraction", "seeds", "train_fractions", "epochs", "epochs_by_fraction", "batch_size",
+    "teacher_lr", "teacher_lr_schedule", "teacher_train_fraction", "seeds", "train_fractions", "epochs", "epochs_by_fraction", "batch_size",
     "lr", "kd_weight", "temperature", "settings", "dense_student_epochs", "rows", "student", "targets", "metrics",
     "latency",
 }
@@ -93,6 +95,7 @@ class StudyConfig:
     teacher_checkpoint: Optional[Path] = None
     teacher_epochs: int = 10
     teacher_lr: float = 1e-3
+    teacher_lr_schedule: str = "constant"
     teacher_train_fraction: float = 1.0
     seeds: tuple[int, ...] = (0, 1, 2)
     train_fractions: tuple[float, ...] = (1.0,)
@@ -142,6 +145,12 @@ def _number(value: Any, where: str) -> float:
         return float(value)  # PyYAML reads 1e-3 (no dot) as a string
     except (TypeError, ValueError):
         raise ConfigError(f"{where} must be a number, got {value!r}") from None
+
+
+def _one_of(value: Any, where: str, accepted: tuple[str, ...]) -> str:
+    if value not in accepted:
+        raise ConfigError(f"{where} must be one of {', '.join(accepted)}, got {value!r}")
+    return value
 
 
 def _integer(value: Any, where: str, minimum: int) -> int:
@@ -261,6 +270,7 @@ def parse_study(data: Mapping[str, Any], base_dir: Path = Path(".")) -> StudyCon
         data_dir=_path(data.get("data_dir"), "data_dir", base_dir), image_size=data.get("image_size"),
         teacher_checkpoint=_path(data.get("teacher_checkpoint"), "teacher_checkpoint", base_dir),
         teacher_epochs=_integer(data.get("teacher_epochs", 10), "teacher_epochs", 0), teacher_lr=_number(data.get("teacher_lr", 1e-3), "teacher_lr"),
+        teacher_lr_schedule=_one_of(data.get("teacher_lr_schedule", "constant"), "teacher_lr_schedule", LR_SCHEDULES),
         teacher_train_fraction=_number(data.get("teacher_train_fraction", 1.0), "teacher_train_fraction"),
         seeds=seeds, train_fractions=fractions, epochs=_integer(data.get("epochs", 30), "epochs", 1),
         epochs_by_fraction={float(k): int(v) for k, v in (data.get("epochs_by_fraction") or {}).items()},

@@ -21,7 +21,9 @@ TEACHER_FORMAT = "vs-plugin-experiment-teacher/1"
 
 #: Compress settings added after studies were finished, with the value that reproduces what ran
 #: before them: recorded in a row's inputs only when set otherwise, so older results still match.
-ADDED_SETTINGS = {"prune_schedule": "end", "prune_ramp": 2 / 3, "variational_kd_weight": None}
+ADDED_SETTINGS = {
+    "prune_schedule": "end", "prune_ramp": 2 / 3, "variational_kd_weight": None, "teacher_lr_schedule": "constant",
+}
 
 
 def _plain(value: Any) -> Any:
@@ -36,7 +38,9 @@ def teacher_inputs(config: StudyConfig, seed: int) -> dict:
         "teacher_epochs": config.teacher_epochs, "teacher_lr": config.teacher_lr, "batch_size": config.batch_size,
         "device": config.device, "seed": seed,
     }
-    for key, default in (("image_size", None), ("teacher_checkpoint", None), ("teacher_train_fraction", 1.0)):
+    for key, default in (
+        ("image_size", None), ("teacher_checkpoint", None), ("teacher_train_fraction", 1.0), ("teacher_lr_schedule", "constant"),
+    ):
         if getattr(config, key) != default:  # recorded only when set, so older finished studies still match
             inputs[key] = getattr(config, key)
     return _plain(inputs)

@@ -177,7 +177,8 @@ def _notes(config: StudyConfig) -> list[str]:
     )
     teacher = (
         f"the teacher loaded from {config.teacher_checkpoint}" if config.teacher_checkpoint is not None
-        else f"one teacher per seed ({config.teacher}, {config.teacher_epochs} epochs on "
+        else f"one teacher per seed ({config.teacher}, {config.teacher_epochs} epochs"
+        + (f" with a {config.teacher_lr_schedule} learning rate" if config.teacher_lr_schedule != "constant" else "") + " on "
         + ("the full training set" if config.teacher_train_fraction == 1 else f"{100 * config.teacher_train_fraction:g}% of the training set") + ")"
     )
     loss = f"CE + {config.kd_weight} KD (T = {config.temperature})" if config.kd_weight > 0 else "CE alone (kd_weight 0)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Union
 
 import torch
@@ -22,3 +23,27 @@ def adam(params: ParamsT, lr: float, **kwargs) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.Adam(params, lr=lr, foreach=True, **kwargs)
+
+
+#: Learning-rate schedules of :func:`scheduled_lr` (per epoch).
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def scheduled_lr(lr: float, schedule: str, epoch: int, epochs: int) -> float:
+    """The learning rate of (0-based) ``epoch`` out of ``epochs``.
+
+    ``constant``: ``lr`` throughout. ``cosine``: cosine annealing per epoch (Loshchilov & Hutter,
+    SGDR, 2017, without restarts), ``lr * (1 + cos(pi * epoch / epochs)) / 2``: ``lr`` in the first
+    epoch, decaying towards 0 in the last.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
+    if schedule == "constant" or epochs <= 0:
+        return lr
+    return lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every parameter group of ``optimizer`` at learning rate ``lr``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -22,7 +22,7 @@ from ..losses.objective import ObjectiveConfig, VariationalStudentObjective
 from ..metrics.accuracy import evaluate_accuracy
 from ..pruning.masking import MaskKeeper
 from .fit import Fit, fit
-from .optim import adam
+from .optim import adam, scheduled_lr, set_lr
 from .steps import AutocastFactory, ClassifierStep, StudentStep
 
 
@@ -48,11 +48,13 @@ def distillation_step(
 def train_classifier(
     model: nn.Module, batches: Iterable, *, epochs: int, lr: float, device: torch.device, phase: str = "teacher",
     optimizer_state: Optional[dict] = None, forward: Optional[nn.Module] = None, autocast: AutocastFactory = nullcontext,
-    **loop: Any,
+    lr_schedule: str = "constant", **loop: Any,
 ) -> Fit:
     """Cross-entropy training with Adam (``lr``) for ``epochs`` epochs; the model is left in eval mode.
 
     Args:
+        lr_schedule: ``constant`` or ``cosine`` (per epoch, :func:`.optim.scheduled_lr`); a resumed
+            run continues the schedule at ``start_epoch``.
         optimizer_state: the optimizer's state to resume from (with ``start_epoch`` in ``loop``).
         forward: the module to call (a DDP wrapper), default ``model``.
         autocast: the mixed-precision context of the forward pass.
@@ -61,6 +63,13 @@ def train_classifier(
     optimizer = adam(model.parameters(), lr=lr)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
+    set_lr(optimizer, scheduled_lr(lr, lr_schedule, loop.get("start_epoch", 0), epochs))
+    if lr_schedule != "constant":
+        def next_lr(fit: Fit, record) -> None:  # records the epoch's rate, sets the next one before checkpoints save it
+            record.extra["lr"] = fit.optimizer.param_groups[0]["lr"]
+            set_lr(fit.optimizer, scheduled_lr(lr, lr_schedule, fit.epoch, epochs))
+
+        loop["measure"] = [next_lr, *loop.get("measure", ())]
     state = fit(model, optimizer, batches, ClassifierStep(forward or model, device, autocast), epochs=epochs, phase=phase, **loop)
     model.eval()
     return state
