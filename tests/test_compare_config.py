@@ -65,6 +65,7 @@ BAD = {
     "device": ({"device": "tpu"}, "device must be one of"),
     "duplicate labels": ({"methods": [{"name": "level", "config_list": [{"op_types": ["Linear"]}]}] * 2}, "appear twice"),
     "lr": ({"lr": "fast"}, "lr must be a number"),
+    "teacher lr schedule": ({"teacher_lr_schedule": "step"}, "teacher_lr_schedule must be one of constant, cosine"),
 }
 
 
@@ -164,6 +165,8 @@ def test_train_fraction_is_validated_and_applies_to_the_students_only(tmp_path):
             compare_config_from_mapping({**base, "train_fraction": bad})
     study = compare_config_from_mapping({**base, "train_fraction": 0.2, "device": "cpu"}).to_study("c")
     assert study.train_fractions == (0.2,) and study.teacher_train_fraction == 1.0
+    assert study.teacher_lr_schedule == "constant"
+    assert compare_config_from_mapping({**base, "teacher_lr_schedule": "cosine"}).to_study("c").teacher_lr_schedule == "cosine"
     teacher = tmp_path / "teacher.pt"
     torch.save(build_model("mlp:in-16-out", InputSpec(1, 8, 8, 10)).state_dict(), teacher)
     cells = SeedCells(study, 0, teacher, load_dataset("digits"))

@@ -96,6 +96,7 @@ class CompareConfig:
     teacher_checkpoint: Optional[Path] = None
     teacher_epochs: int = 20
     teacher_lr: float = 1e-3
+    teacher_lr_schedule: str = "constant"
     dense_student_epochs: int = 10
     epochs: int = 30
     batch_size: int = 128
@@ -132,7 +133,8 @@ class CompareConfig:
                 rows.append(row)
         data = {
             "name": name, "dataset": self.dataset, "teacher": self.teacher, "student": self.student,
-            "teacher_epochs": self.teacher_epochs, "teacher_lr": self.teacher_lr, "seeds": [self.seed],
+            "teacher_epochs": self.teacher_epochs, "teacher_lr": self.teacher_lr,
+            "teacher_lr_schedule": self.teacher_lr_schedule, "seeds": [self.seed],
             "train_fractions": [self.train_fraction], "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
             "kd_weight": self.kd_weight, "temperature": self.temperature, "dense_student_epochs": self.dense_student_epochs,
             "settings": {"device": self.device}, "rows": rows,
@@ -195,6 +197,10 @@ def _check_values(config: CompareConfig) -> None:
             raise ConfigError(f"{name} must be a non-empty string, got {getattr(config, name)!r}")
     if config.device not in DEVICES:
         raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {config.device!r}")
+    from ..training.optim import LR_SCHEDULES
+
+    if config.teacher_lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"teacher_lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {config.teacher_lr_schedule!r}")
     if config.image_size is not None and (isinstance(config.image_size, bool) or not isinstance(config.image_size, int) or config.image_size < 1):
         raise ConfigError(f"image_size must be a positive integer, got {config.image_size!r}")
     _check_targets(config.targets, "targets")
