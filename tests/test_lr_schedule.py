@@ -20,7 +20,7 @@ def test_cosine_starts_at_lr_halves_midway_and_decays_towards_zero():
     cosine = [scheduled_lr(1e-3, "cosine", e, 4) for e in range(4)]
     assert cosine[0] == 1e-3 and cosine[2] == pytest.approx(5e-4)
     assert cosine == sorted(cosine, reverse=True) and cosine[3] == pytest.approx(1e-3 * (1 + math.cos(0.75 * math.pi)) / 2)
-    with pytest.raises(ValueError, match="constant, cosine"):
+    with pytest.raises(ConfigError, match="lr schedule must be one of constant, cosine"):
         scheduled_lr(1e-3, "step", 0, 4)
 
 

@@ -197,10 +197,9 @@ def _check_values(config: CompareConfig) -> None:
             raise ConfigError(f"{name} must be a non-empty string, got {getattr(config, name)!r}")
     if config.device not in DEVICES:
         raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {config.device!r}")
-    from ..training.optim import LR_SCHEDULES
+    from ..training.optim import check_lr_schedule
 
-    if config.teacher_lr_schedule not in LR_SCHEDULES:
-        raise ConfigError(f"teacher_lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {config.teacher_lr_schedule!r}")
+    check_lr_schedule(config.teacher_lr_schedule, "teacher_lr_schedule")
     if config.image_size is not None and (isinstance(config.image_size, bool) or not isinstance(config.image_size, int) or config.image_size < 1):
         raise ConfigError(f"image_size must be a positive integer, got {config.image_size!r}")
     _check_targets(config.targets, "targets")

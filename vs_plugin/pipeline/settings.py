@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Mapping, Optional, TypeVar
 from ..data.transforms import AugmentSettings
 from ..errors import ConfigError
 from ..losses.objective import ObjectiveConfig
-from ..training.optim import LR_SCHEDULES
+from ..training.optim import check_lr_schedule
 from ..variationalize import INIT_LOG_SIGMA2_PRETRAINED, INIT_LOG_SIGMA2_SCRATCH, VariationalConfig
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -190,8 +190,7 @@ class CompressSettings(FlatSettings):
                 raise ConfigError(f"threshold_sweep values must lie in (-{self.log_alpha_clip}, {self.log_alpha_clip}], got {value}")
         if self.kl_warmup_epochs < 0 or self.kl_hold_epochs < 0:
             raise ConfigError("kl_warmup_epochs and kl_hold_epochs must be >= 0")
-        if self.teacher_lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"teacher_lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.teacher_lr_schedule!r}")
+        check_lr_schedule(self.teacher_lr_schedule, "teacher_lr_schedule")
         if self.recipe not in RECIPES:
             raise ConfigError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
         if len(self.phase_split) != 3 or any(f < 0 for f in self.phase_split) or self.phase_split[1] <= 0:

@@ -38,7 +38,7 @@ from typing import Any, Mapping, Optional
 from ..config_files import read_yaml
 from ..errors import ConfigError
 from ..pipeline.settings import CompressSettings
-from ..training.optim import LR_SCHEDULES
+from ..training.optim import check_lr_schedule
 
 BUILTIN_METHODS = ("compress", "kd")
 ALWAYS_MEASURED = ("accuracy", "footprint")
@@ -145,12 +145,6 @@ def _number(value: Any, where: str) -> float:
         return float(value)  # PyYAML reads 1e-3 (no dot) as a string
     except (TypeError, ValueError):
         raise ConfigError(f"{where} must be a number, got {value!r}") from None
-
-
-def _one_of(value: Any, where: str, accepted: tuple[str, ...]) -> str:
-    if value not in accepted:
-        raise ConfigError(f"{where} must be one of {', '.join(accepted)}, got {value!r}")
-    return value
 
 
 def _integer(value: Any, where: str, minimum: int) -> int:
@@ -270,7 +264,7 @@ def parse_study(data: Mapping[str, Any], base_dir: Path = Path(".")) -> StudyCon
         data_dir=_path(data.get("data_dir"), "data_dir", base_dir), image_size=data.get("image_size"),
         teacher_checkpoint=_path(data.get("teacher_checkpoint"), "teacher_checkpoint", base_dir),
         teacher_epochs=_integer(data.get("teacher_epochs", 10), "teacher_epochs", 0), teacher_lr=_number(data.get("teacher_lr", 1e-3), "teacher_lr"),
-        teacher_lr_schedule=_one_of(data.get("teacher_lr_schedule", "constant"), "teacher_lr_schedule", LR_SCHEDULES),
+        teacher_lr_schedule=check_lr_schedule(data.get("teacher_lr_schedule", "constant"), "teacher_lr_schedule"),
         teacher_train_fraction=_number(data.get("teacher_train_fraction", 1.0), "teacher_train_fraction"),
         seeds=seeds, train_fractions=fractions, epochs=_integer(data.get("epochs", 30), "epochs", 1),
         epochs_by_fraction={float(k): int(v) for k, v in (data.get("epochs_by_fraction") or {}).items()},

@@ -7,6 +7,8 @@ from typing import Iterable, Union
 
 import torch
 
+from ..errors import ConfigError
+
 ParamsT = Union[Iterable[torch.Tensor], Iterable[dict]]
 
 
@@ -29,6 +31,13 @@ def adam(params: ParamsT, lr: float, **kwargs) -> torch.optim.Adam:
 LR_SCHEDULES = ("constant", "cosine")
 
 
+def check_lr_schedule(value: object, where: str) -> str:
+    """``value`` if it names a schedule of :data:`LR_SCHEDULES`; otherwise a ConfigError naming ``where`` and the accepted ones."""
+    if value not in LR_SCHEDULES:
+        raise ConfigError(f"{where} must be one of {', '.join(LR_SCHEDULES)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
 def scheduled_lr(lr: float, schedule: str, epoch: int, epochs: int) -> float:
     """The learning rate of (0-based) ``epoch`` out of ``epochs``.
 
@@ -36,8 +45,7 @@ def scheduled_lr(lr: float, schedule: str, epoch: int, epochs: int) -> float:
     SGDR, 2017, without restarts), ``lr * (1 + cos(pi * epoch / epochs)) / 2``: ``lr`` in the first
     epoch, decaying towards 0 in the last.
     """
-    if schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
+    check_lr_schedule(schedule, "lr schedule")
     if schedule == "constant" or epochs <= 0:
         return lr
     return lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
