@@ -139,6 +139,7 @@ def run_tp_baseline(
     progress: bool = False,
     log: Optional[Callable[[str], None]] = None,
     on_epoch: Optional[Callable[[], None]] = None,
+    finetune_lr_schedule: str = "constant",
 ) -> BaselineResult:
     """Prune ``student`` (in place) to ``target_macs_ratio`` of its MACs with a torch-pruning
     baseline and train it for ``epochs`` epochs in all (see the module docstring).
@@ -160,6 +161,7 @@ def run_tp_baseline(
         group_norm_reg: the group-norm penalty weight.
         taylor_batches: batches of CE gradients for the Taylor importance.
         progress / log / on_epoch: progress bars, per-epoch line sink, per-epoch callback.
+        finetune_lr_schedule: the fine-tune's learning rate after pruning: constant or cosine.
     """
     baseline = get_baseline(method)
     if not 0.0 < target_macs_ratio <= 1.0:
@@ -193,7 +195,7 @@ def run_tp_baseline(
     pruned_accuracy = evaluate_accuracy(student, test_loader, device) if test_loader is not None else None
     history["finetune"] = distill(
         student, teacher, train_loader, epochs=epochs - sparse_epochs, lr=lr, objective=objective, device=device,
-        phase=f"{method} finetune", **loop,
+        lr_schedule=finetune_lr_schedule, phase=f"{method} finetune", **loop,
     ).history
     return BaselineResult(method, student, search.plan, search.ratio, search.macs_before, search.macs_after, pruned_accuracy, history)
 

@@ -93,6 +93,7 @@ class TorchPruningMethod:
             global_pruning=bool(options.get("global_pruning", True)), max_layer_ratio=float(options.get("max_layer_ratio", 0.9)),
             sparse_fraction=float(options.get("sparse_fraction", 0.5)), group_norm_reg=float(options.get("group_norm_reg", GROUP_NORM_REG)),
             taylor_batches=int(options.get("taylor_batches", TAYLOR_BATCHES)), on_epoch=context.progress.tick,
+            finetune_lr_schedule=budget.finetune_lr_schedule,
         )
         student.eval()
         details = _details(original, student, example, target, {"pruned_accuracy": result.pruned_accuracy, "ratio": result.ratio})
@@ -120,6 +121,7 @@ class StructuredStudentMethod:
             raise ConfigError(f"{entry.label}: finetune_epochs ({finetune}) leaves no epoch of the budget ({budget.epochs}) for training")
         settings = CompressSettings(
             epochs=epochs, lr=budget.lr, kd_weight=budget.kd_weight, temperature=budget.temperature, progress=False,
+            finetune_lr_schedule=budget.finetune_lr_schedule,
             device=str(context.device.type), kl_weight=float(options.get("kl_weight", 1.0)),
             kl_warmup_epochs=float(options.get("kl_warmup_epochs", epochs / 2)),
             init_log_sigma2=options.get("init_log_sigma2"),

@@ -21,6 +21,7 @@ HELP = {
     "lr": "student learning rate (Adam)",
     "teacher_lr": "teacher learning rate (Adam)",
     "teacher_lr_schedule": "teacher learning-rate schedule: constant or cosine (annealed per epoch towards 0)",
+    "finetune_lr_schedule": "learning-rate schedule of the masked fine-tune: constant or cosine (annealed per epoch towards 0 over the fine-tune)",
     "seed": "random seed (initialisation, noise, shuffles, low-data subsets)",
     "device": "auto, cpu or cuda",
     "train_fraction": "fraction of the training set the student uses, in (0, 1] (low-data regime; stratified, fixed by --seed; a teacher trained here uses all of it)",

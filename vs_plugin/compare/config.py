@@ -11,6 +11,7 @@ A YAML file such as::
     epochs: 30                  # the budget: the Variational Student trains, baselines fine-tune, this long
     batch_size: 64
     lr: 0.001
+    finetune_lr_schedule: constant  # or cosine: each method's rate after its last pruning step
     kd_weight: 1.0              # the CE + KD loss of the dense student and of every fine-tuning
     temperature: 4.0
     targets: [0.9, 0.95, 0.98]  # target sparsities of every method (see below)
@@ -101,6 +102,7 @@ class CompareConfig:
     epochs: int = 30
     batch_size: int = 128
     lr: float = 1e-3
+    finetune_lr_schedule: str = "constant"
     kd_weight: float = 1.0
     temperature: float = 4.0
     seed: int = 0
@@ -136,7 +138,7 @@ class CompareConfig:
             "teacher_epochs": self.teacher_epochs, "teacher_lr": self.teacher_lr,
             "teacher_lr_schedule": self.teacher_lr_schedule, "seeds": [self.seed],
             "train_fractions": [self.train_fraction], "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-            "kd_weight": self.kd_weight, "temperature": self.temperature, "dense_student_epochs": self.dense_student_epochs,
+            "finetune_lr_schedule": self.finetune_lr_schedule, "kd_weight": self.kd_weight, "temperature": self.temperature, "dense_student_epochs": self.dense_student_epochs,
             "settings": {"device": self.device}, "rows": rows,
         }
         for key in ("data_dir", "teacher_checkpoint", "image_size"):
@@ -200,6 +202,7 @@ def _check_values(config: CompareConfig) -> None:
     from ..training.optim import check_lr_schedule
 
     check_lr_schedule(config.teacher_lr_schedule, "teacher_lr_schedule")
+    check_lr_schedule(config.finetune_lr_schedule, "finetune_lr_schedule")
     if config.image_size is not None and (isinstance(config.image_size, bool) or not isinstance(config.image_size, int) or config.image_size < 1):
         raise ConfigError(f"image_size must be a positive integer, got {config.image_size!r}")
     _check_targets(config.targets, "targets")

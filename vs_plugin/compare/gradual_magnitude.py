@@ -9,6 +9,8 @@ and floor the Variational Student's target uses (:func:`vs_plugin.pruning.global
 both land on exactly the same number of weights.
 
 Budget: ``epochs`` epochs in total, the same as the Variational Student's (no separate fine-tune).
+With the budget's ``finetune_lr_schedule: cosine`` the rate anneals over the epochs after the
+last pruning step (the part of the budget that is a fine-tune of the final mask).
 
 config_list: items with ``op_types`` (e.g. ``[Linear, Conv2d]``), ``op_names`` and/or
 ``exclude_op_names``; the sparsity comes from the comparison's ``targets``.
@@ -16,6 +18,7 @@ config_list: items with ``op_types`` (e.g. ``[Linear, Conv2d]``), ``op_names`` a
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch.nn as nn
@@ -23,7 +26,7 @@ import torch.nn as nn
 from ..errors import ConfigError
 from ..pruning import DEFAULT_LAYER_FLOOR, MaskKeeper, apply_keep_masks, cubic_sparsity, global_keep_masks, magnitude_scores
 from ..training.fit import each_epoch, fit
-from ..training.optim import adam
+from ..training.optim import adam, lr_schedule_hooks
 from .config import MethodEntry
 from .method import MethodContext, MethodOutcome
 from ..training.recipes import distillation_step
@@ -86,6 +89,9 @@ class GradualMagnitudeMethod:
         every = entry.options.get("prune_every_steps", 1)
         floor = entry.options.get("floor", DEFAULT_LAYER_FLOOR)
         optimizer = adam(model.parameters(), lr=budget.lr)
+        # the rate anneals (finetune_lr_schedule) from the first epoch after the last pruning step
+        anneal_from = math.ceil(ramp_steps / budget.steps_per_epoch)
+        lr_hooks = lr_schedule_hooks(optimizer, budget.lr, budget.finetune_lr_schedule, budget.epochs, anneal_from=anneal_from)
         inner = distillation_step(model, context.teacher, budget.objective(), context.device)
         state: dict = {"keeper": MaskKeeper(), "updates": 0}
 
@@ -100,7 +106,7 @@ class GradualMagnitudeMethod:
 
         try:
             fit(model, optimizer, context.distill_batches(), prune_then_step, epochs=budget.epochs, phase=entry.label,
-                after_epoch=each_epoch(context.progress.tick))
+                measure=lr_hooks, after_epoch=each_epoch(context.progress.tick))
         finally:
             inner.close()
             state["keeper"].detach()

@@ -36,6 +36,8 @@ class TrainingBudget:
         lr: Adam's learning rate.
         kd_weight / temperature: the KD term of the shared CE + KD loss.
         steps_per_epoch: optimizer steps in one epoch of the training data.
+        finetune_lr_schedule: the learning rate once a method's last pruning step is taken:
+            ``constant`` (``lr``) or ``cosine`` (annealed per epoch towards 0 over the epochs left).
     """
 
     epochs: int
@@ -43,6 +45,7 @@ class TrainingBudget:
     kd_weight: float
     temperature: float
     steps_per_epoch: int
+    finetune_lr_schedule: str = "constant"
 
     def objective(self) -> ObjectiveConfig:
         """The shared CE + KD loss (the core objective with the KL, BSR and LP terms off)."""
@@ -109,10 +112,12 @@ class MethodContext:
 
     def finetune(self, model: nn.Module, masks: Optional[Mapping[str, Mapping[str, Tensor]]] = None,
                  epochs: Optional[int] = None, on_epoch: Optional[EpochCallback] = None) -> None:
-        """The baselines' fine-tuning: CE + KD for the budget's epochs, pruned weights kept at zero."""
+        """The baselines' fine-tuning: CE + KD for the budget's epochs, pruned weights kept at zero,
+        at the budget's ``finetune_lr_schedule``."""
         recipes.distill(
             model, self.teacher, self.distill_batches(), epochs=self.budget.epochs if epochs is None else epochs, lr=self.budget.lr,
             objective=self.budget.objective(), device=self.device, masks=masks, after_epoch=each_epoch(on_epoch or self.progress.tick),
+            lr_schedule=self.budget.finetune_lr_schedule,
         )
 
 

@@ -32,7 +32,7 @@ from ..training.recipes import train_classifier
 from ..training.steps import StudentStep
 from ..training.teacher_cache import with_cached_teacher
 from .settings import CompressSettings
-from ..training.optim import adam
+from ..training.optim import adam, lr_schedule_hooks
 
 CHECKPOINT_FORMAT = "vs-plugin-checkpoint/1"
 #: Phases in the order a run goes through them; "student" is the variational phase.
@@ -191,6 +191,7 @@ def train_student(
     steps_per_epoch = len(env.train_loader)
     warmup = KLWarmup.from_epochs(settings.kl_warmup_epochs, steps_per_epoch, settings.kl_hold_epochs)
     optimizer = adam(student.parameters(), lr=settings.lr)
+    schedule = settings.finetune_lr_schedule if phase == "finetune" else "constant"
     if mask_keeper is not None:
         mask_keeper.attach(optimizer)
     if pruning is not None:
@@ -204,6 +205,7 @@ def train_student(
         if pruning is not None and "gradual_pruning" in checkpoint:
             pruning.load_state_dict(checkpoint["gradual_pruning"])
     start = _resume(checkpoint, env)
+    lr_hooks = lr_schedule_hooks(optimizer, settings.lr, schedule, epochs, start_epoch=start)
     uses_teacher = objective.config.uses_teacher
     batches = env.train_loader
     if uses_teacher and settings.cache_teacher:
@@ -238,7 +240,7 @@ def train_student(
     try:
         with compile_mode_set_to("auto" if settings.compile_kl else "off"):
             fit(student, optimizer, batches, step_function, epochs=epochs, phase=phase, start_epoch=start,
-                history=env.history.setdefault(phase, []), measure=[beta] if phase == "student" else [],
+                history=env.history.setdefault(phase, []), measure=[*lr_hooks, *([beta] if phase == "student" else [])],
                 after_epoch=[save], **_loop(env, student, evaluate))
     finally:
         step.close()

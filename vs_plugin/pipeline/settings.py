@@ -121,7 +121,9 @@ class CompressSettings(FlatSettings):
     the KL at its plain weight (:mod:`vs_plugin.pruning.gradual`: level with gradual magnitude
     pruning on the paper MLP, worse on digits' short phases). ``variational_kd_weight`` (unset:
     ``kd_weight``) is the KD weight of the variational (or gate) phase alone; the warm start and
-    the fine-tune keep ``kd_weight``. ``kl_min_samples`` tempers the KL on small data (see
+    the fine-tune keep ``kd_weight``. ``finetune_lr_schedule`` is the learning rate of the masked
+    fine-tune (three-phase and structured recipes): ``"constant"`` (the default) or ``"cosine"``,
+    annealed per epoch towards 0 over the fine-tune's epochs. ``kl_min_samples`` tempers the KL on small data (see
     :class:`ObjectiveConfig`).
     """
 
@@ -155,6 +157,7 @@ class CompressSettings(FlatSettings):
     prune_ramp: float = 2 / 3
     kl_controller: bool = True
     variational_kd_weight: Optional[float] = None  # None: kd_weight in every phase
+    finetune_lr_schedule: str = "constant"
     # measurement
     threshold_sweep: tuple[float, ...] = ()
     # image data: timm's training augmentation (folder:<path>, and resized in-memory data for a
@@ -191,6 +194,7 @@ class CompressSettings(FlatSettings):
         if self.kl_warmup_epochs < 0 or self.kl_hold_epochs < 0:
             raise ConfigError("kl_warmup_epochs and kl_hold_epochs must be >= 0")
         check_lr_schedule(self.teacher_lr_schedule, "teacher_lr_schedule")
+        check_lr_schedule(self.finetune_lr_schedule, "finetune_lr_schedule")
         if self.recipe not in RECIPES:
             raise ConfigError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
         if len(self.phase_split) != 3 or any(f < 0 for f in self.phase_split) or self.phase_split[1] <= 0:

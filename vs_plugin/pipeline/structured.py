@@ -215,7 +215,7 @@ def train_structured(
     if finetune_epochs > 0:
         distill(
             student, teacher, train_loader, epochs=finetune_epochs, lr=settings.lr, objective=settings.objective_config(),
-            device=device, optimizer_state=finetune_optimizer, start_epoch=finetune_start, history=finetune_history,
+            lr_schedule=settings.finetune_lr_schedule, device=device, optimizer_state=finetune_optimizer, start_epoch=finetune_start, history=finetune_history,
             progress=settings.progress, log=log, evaluate=accuracy_hook(student, test_loader, device),
             after_epoch=[*each_epoch(on_epoch), *([save_finetune] if save is not None else [])],
         )

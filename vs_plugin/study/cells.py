@@ -141,11 +141,12 @@ class SeedCells:
             return copy.deepcopy(self.teacher).requires_grad_(True).train()
         return build_model(name, self.bundle.spec).to(self.device)
 
-    def _dense_student(self, name: str, fraction: float, epochs: int) -> tuple[nn.Module, float]:
+    def _dense_student(self, name: str, fraction: float, epochs: int, lr_schedule: str = "constant") -> tuple[nn.Module, float]:
         """A copy of the dense student ``name`` trained ``epochs`` with CE + KD on ``fraction`` of
-        the data, and the seconds that took; trained once per seed (a kd row and the method rows'
-        starting student of the same length share it: the same seed gives the same model)."""
-        key = (name, fraction, epochs)
+        the data at ``lr_schedule``, and the seconds that took; trained once per seed (a kd row and
+        the method rows' starting student of the same length and schedule share it: the same seed
+        gives the same model)."""
+        key = (name, fraction, epochs, lr_schedule)
         if key not in self._dense:
             _, batches = self._train_batches(fraction)
             student = self._student(name)
@@ -154,15 +155,16 @@ class SeedCells:
             started = time.perf_counter()
             if epochs > 0:
                 distill(student, self.teacher, batches, epochs=epochs, lr=self.config.lr, objective=self._objective(),
-                        device=self.device, phase="dense student")
+                        device=self.device, phase="dense student", lr_schedule=lr_schedule)
             self._dense[key] = (student, time.perf_counter() - started)
         student, seconds = self._dense[key]
         return copy.deepcopy(student), seconds
 
     def run_kd(self, row: RowSpec, fraction: float) -> RowResult:
-        """"KD alone": a dense student trained with CE + KD for the budget (stored dense)."""
+        """"KD alone": a dense student trained with CE + KD for the budget (stored dense), at the
+        study's ``finetune_lr_schedule`` over the whole budget (it prunes nothing)."""
         epochs = self.config.epochs_for(row, fraction)
-        student, seconds = self._dense_student(row.student, fraction, epochs)
+        student, seconds = self._dense_student(row.student, fraction, epochs, self.config.finetune_lr_schedule)
         return self._result(row, fraction, epochs, student, seconds, dense=True)
 
     def context(self, row: RowSpec, fraction: float) -> MethodContext:
@@ -180,7 +182,7 @@ class SeedCells:
             self._contexts[key] = MethodContext(
                 teacher=self.teacher, starting_student=student, student_is_trained=trained,
                 train_batches=batches, test_batches=self.test_batches, num_train_samples=dataset_size(train),
-                budget=TrainingBudget(epochs, c.lr, c.kd_weight, c.temperature, len(batches)), device=self.device,
+                budget=TrainingBudget(epochs, c.lr, c.kd_weight, c.temperature, len(batches), c.finetune_lr_schedule), device=self.device,
                 num_classes=self.bundle.spec.num_classes,
             )
         return self._contexts[key]

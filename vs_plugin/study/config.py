@@ -5,6 +5,7 @@
     teacher: mlp:784-1200-1200-10     # or teacher_checkpoint: path (then teacher_epochs is unused)
     teacher_epochs: 8                 # one teacher per seed
     teacher_lr_schedule: cosine       # or constant (the default)
+    finetune_lr_schedule: cosine      # every row's rate after its last pruning step (default constant)
     seeds: [0, 1, 2]
     train_fractions: [1.0]            # of the students' training set (low-data regime)
     epochs: 30                        # the total budget of every row (epochs_by_fraction overrides it)
@@ -46,7 +47,7 @@ LATENCY_KEYS = ("batch_sizes", "repeats", "threads")
 TOP_KEYS = {
     "name", "description", "dataset", "data_dir", "image_size", "teacher", "teacher_checkpoint", "teacher_epochs",
     "teacher_lr", "teacher_lr_schedule", "teacher_train_fraction", "seeds", "train_fractions", "epochs", "epochs_by_fraction", "batch_size",
-    "lr", "kd_weight", "temperature", "settings", "dense_student_epochs", "rows", "student", "targets", "metrics",
+    "lr", "finetune_lr_schedule", "kd_weight", "temperature", "settings", "dense_student_epochs", "rows", "student", "targets", "metrics",
     "latency",
 }
 ROW_KEYS = {"label", "method", "student", "settings", "config_list", "options", "target", "targets", "match", "epochs"}
@@ -103,6 +104,7 @@ class StudyConfig:
     epochs_by_fraction: Mapping[float, int] = field(default_factory=dict)
     batch_size: int = 64
     lr: float = 1e-3
+    finetune_lr_schedule: str = "constant"
     kd_weight: float = 1.0
     temperature: float = 4.0
     settings: Mapping[str, Any] = field(default_factory=dict)
@@ -123,7 +125,7 @@ class StudyConfig:
     def compress_settings(self, row: RowSpec, seed: int, fraction: float) -> CompressSettings:
         values = {
             "batch_size": self.batch_size, "lr": self.lr, "kd_weight": self.kd_weight, "temperature": self.temperature,
-            **dict(self.settings), **dict(row.settings),
+            "finetune_lr_schedule": self.finetune_lr_schedule, **dict(self.settings), **dict(row.settings),
             "seed": seed, "train_fraction": fraction, "epochs": self.epochs_for(row, fraction), "progress": False,
         }
         if row.target is not None:
@@ -233,6 +235,12 @@ def parse_study(data: Mapping[str, Any], base_dir: Path = Path(".")) -> StudyCon
         raise ConfigError("'rows' must be a non-empty list")
     defaults = {"student": data.get("student"), "targets": _targets(data["targets"], "targets") if "targets" in data else None}
     rows = tuple(row for i, raw in enumerate(rows_data) for row in _rows(raw, i, defaults))
+    for where, settings in [("settings", data.get("settings") or {})] + [(f"row {r.label!r} settings", r.settings) for r in rows]:
+        if isinstance(settings, Mapping) and "finetune_lr_schedule" in settings:
+            raise ConfigError(
+                f"{where} sets finetune_lr_schedule; it is part of every row's budget: set it once at the top of the study "
+                "(finetune_lr_schedule: constant or cosine)"
+            )
     labels = [r.label for r in rows]
     duplicates = sorted({l for l in labels if labels.count(l) > 1})
     if duplicates:
@@ -269,6 +277,7 @@ def parse_study(data: Mapping[str, Any], base_dir: Path = Path(".")) -> StudyCon
         seeds=seeds, train_fractions=fractions, epochs=_integer(data.get("epochs", 30), "epochs", 1),
         epochs_by_fraction={float(k): int(v) for k, v in (data.get("epochs_by_fraction") or {}).items()},
         batch_size=_integer(data.get("batch_size", 64), "batch_size", 1), lr=_number(data.get("lr", 1e-3), "lr"),
+        finetune_lr_schedule=check_lr_schedule(data.get("finetune_lr_schedule", "constant"), "finetune_lr_schedule"),
         kd_weight=_number(data.get("kd_weight", 1.0), "kd_weight"), temperature=_number(data.get("temperature", 4.0), "temperature"),
         settings=dict(data.get("settings") or {}), dense_student_epochs=_integer(data.get("dense_student_epochs", 10), "dense_student_epochs", 0),
         metrics=tuple(dict.fromkeys(ALWAYS_MEASURED + metrics)), latency=latency,

@@ -23,6 +23,7 @@ TEACHER_FORMAT = "vs-plugin-experiment-teacher/1"
 #: before them: recorded in a row's inputs only when set otherwise, so older results still match.
 ADDED_SETTINGS = {
     "prune_schedule": "end", "prune_ramp": 2 / 3, "variational_kd_weight": None, "teacher_lr_schedule": "constant",
+    "finetune_lr_schedule": "constant",
 }
 
 
@@ -58,6 +59,8 @@ def row_inputs(config: StudyConfig, row: RowSpec, seed: int, fraction: float) ->
         "kd_weight": config.kd_weight,
         "temperature": config.temperature,
     }
+    if config.finetune_lr_schedule != "constant":  # recorded only when set, so older finished studies still match
+        inputs["finetune_lr_schedule"] = config.finetune_lr_schedule
     if config.metrics != ("accuracy", "footprint"):
         inputs["metrics"] = {"names": config.metrics, "latency": dict(config.latency)}
     if row.kind == "compress":

@@ -184,7 +184,11 @@ def _notes(config: StudyConfig) -> list[str]:
     loss = f"CE + {config.kd_weight} KD (T = {config.temperature})" if config.kd_weight > 0 else "CE alone (kd_weight 0)"
     notes = [
         f"{seeds}; {teacher}.",
-        f"budget per row: {epochs}, batch {config.batch_size}, Adam lr {config.lr}; compress rows run `vs-plugin compress` with their settings (recipe, target); "
+        f"budget per row: {epochs}, batch {config.batch_size}, Adam lr {config.lr}"
+        + ("" if config.finetune_lr_schedule == "constant" else
+           f", annealed by a {config.finetune_lr_schedule} schedule over the epochs after each row's last pruning step "
+           "(the whole budget for kd rows)")
+        + "; compress rows run `vs-plugin compress` with their settings (recipe, target); "
         f"kd rows train a dense student with {loss}; method rows start from "
         + ("a copy of the teacher" if any(r.student == TEACHER_COPY for r in config.rows if r.kind == "method")
            else f"a dense student first trained {config.dense_student_epochs} epochs with {loss}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Union
+from typing import Callable, Iterable, Union
 
 import torch
 
@@ -38,20 +38,46 @@ def check_lr_schedule(value: object, where: str) -> str:
     return value  # type: ignore[return-value]
 
 
-def scheduled_lr(lr: float, schedule: str, epoch: int, epochs: int) -> float:
+def scheduled_lr(lr: float, schedule: str, epoch: int, epochs: int, anneal_from: int = 0) -> float:
     """The learning rate of (0-based) ``epoch`` out of ``epochs``.
 
-    ``constant``: ``lr`` throughout. ``cosine``: cosine annealing per epoch (Loshchilov & Hutter,
-    SGDR, 2017, without restarts), ``lr * (1 + cos(pi * epoch / epochs)) / 2``: ``lr`` in the first
-    epoch, decaying towards 0 in the last.
+    ``constant``: ``lr`` throughout. ``cosine``: ``lr`` for the first ``anneal_from`` epochs, then
+    cosine annealing per epoch over the remaining ``n = epochs - anneal_from`` (Loshchilov & Hutter,
+    SGDR, 2017, without restarts), ``lr * (1 + cos(pi * (epoch - anneal_from) / n)) / 2``: ``lr``
+    in the first annealed epoch, decaying towards 0 in the last. ``anneal_from`` lets a training
+    that prunes on a schedule anneal only once its last pruning step is taken (gradual magnitude
+    pruning's epochs after the cubic ramp).
     """
     check_lr_schedule(schedule, "lr schedule")
-    if schedule == "constant" or epochs <= 0:
+    annealed = epochs - anneal_from
+    if schedule == "constant" or annealed <= 0 or epoch < anneal_from:
         return lr
-    return lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
+    return lr * (1 + math.cos(math.pi * (epoch - anneal_from) / annealed)) / 2
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Every parameter group of ``optimizer`` at learning rate ``lr``."""
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def lr_schedule_hooks(
+    optimizer: torch.optim.Optimizer, lr: float, schedule: str, epochs: int, *, start_epoch: int = 0, anneal_from: int = 0,
+) -> list[Callable]:
+    """Put ``optimizer`` at the rate of ``start_epoch`` now, and the ``measure`` hooks of
+    :func:`.fit.fit` that keep it on ``schedule`` (:func:`scheduled_lr`) after every epoch.
+
+    Each hook records the epoch's rate in the epoch's record (``lr``) and sets the next epoch's
+    rate before checkpoints save the optimizer, so a resumed training continues the schedule.
+    ``constant``: no hook (the rate stays ``lr``).
+    """
+    check_lr_schedule(schedule, "lr schedule")
+    set_lr(optimizer, scheduled_lr(lr, schedule, start_epoch, epochs, anneal_from))
+    if schedule == "constant":
+        return []
+
+    def next_lr(fit, record) -> None:
+        record.extra["lr"] = fit.optimizer.param_groups[0]["lr"]
+        set_lr(fit.optimizer, scheduled_lr(lr, schedule, fit.epoch, epochs, anneal_from))
+
+    return [next_lr]

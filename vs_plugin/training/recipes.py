@@ -22,7 +22,7 @@ from ..losses.objective import ObjectiveConfig, VariationalStudentObjective
 from ..metrics.accuracy import evaluate_accuracy
 from ..pruning.masking import MaskKeeper
 from .fit import Fit, fit
-from .optim import adam, scheduled_lr, set_lr
+from .optim import adam, lr_schedule_hooks
 from .steps import AutocastFactory, ClassifierStep, StudentStep
 
 
@@ -63,13 +63,8 @@ def train_classifier(
     optimizer = adam(model.parameters(), lr=lr)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
-    set_lr(optimizer, scheduled_lr(lr, lr_schedule, loop.get("start_epoch", 0), epochs))
-    if lr_schedule != "constant":
-        def next_lr(fit: Fit, record) -> None:  # records the epoch's rate, sets the next one before checkpoints save it
-            record.extra["lr"] = fit.optimizer.param_groups[0]["lr"]
-            set_lr(fit.optimizer, scheduled_lr(lr, lr_schedule, fit.epoch, epochs))
-
-        loop["measure"] = [next_lr, *loop.get("measure", ())]
+    loop["measure"] = [*lr_schedule_hooks(optimizer, lr, lr_schedule, epochs, start_epoch=loop.get("start_epoch", 0)),
+                       *loop.get("measure", ())]
     state = fit(model, optimizer, batches, ClassifierStep(forward or model, device, autocast), epochs=epochs, phase=phase, **loop)
     model.eval()
     return state
@@ -90,7 +85,7 @@ def mask_keeper(model: nn.Module, masks: Mapping[str, Mapping[str, Tensor]]) -> 
 def distill(
     student: nn.Module, teacher: Optional[nn.Module], batches: Iterable, *, epochs: int, lr: float, objective: ObjectiveConfig,
     device: torch.device, masks: Optional[Mapping[str, Mapping[str, Tensor]]] = None, phase: str = "finetune",
-    optimizer_state: Optional[dict] = None, **loop: Any,
+    optimizer_state: Optional[dict] = None, lr_schedule: str = "constant", **loop: Any,
 ) -> Fit:
     """Train ``student`` with Adam on the objective's data terms (CE, KD, LP) for ``epochs`` epochs.
 
@@ -100,6 +95,7 @@ def distill(
         objective: loss weights; its KL and BSR weights are ignored.
         masks: NNI-style masks of pruned weights, kept at zero throughout.
         optimizer_state: the optimizer's state to resume from (with ``start_epoch`` in ``loop``).
+        lr_schedule: ``constant`` or ``cosine`` (per epoch over ``epochs``, :func:`.optim.scheduled_lr`).
         loop: passed to :func:`.fit.fit` (``evaluate``, ``after_backward``, hooks, ``log``, ...).
     """
     keeper = mask_keeper(student, masks or {})
@@ -107,6 +103,8 @@ def distill(
     optimizer = adam(student.parameters(), lr=lr)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
+    loop["measure"] = [*lr_schedule_hooks(optimizer, lr, lr_schedule, epochs, start_epoch=loop.get("start_epoch", 0)),
+                       *loop.get("measure", ())]
     keeper.attach(optimizer)
     step = distillation_step(student, teacher, objective, device)
     try:
