@@ -24,8 +24,8 @@ from vs_plugin.training.optim import lr_schedule_hooks, scheduled_lr
 
 RECIPE = [
     "--teacher", "mlp:in-64-out", "--student", "mlp:in-32-out", "--dataset", "digits", "--teacher-epochs", "1",
-    "--epochs", "8", "--recipe", "three-phase", "--target-sparsity", "0.9", "--kl-warmup-epochs", "2", "--finetune-lr-schedule", "cosine", "--quiet",
-]
+    "--epochs", "8", "--recipe", "three-phase", "--target-sparsity", "0.9", "--kl-warmup-epochs", "2", "--quiet",
+]  # the fine-tune anneals by default
 
 
 def test_annealing_can_start_after_some_epochs_at_the_base_rate():
@@ -53,7 +53,8 @@ def annealed_run(tmp_path_factory):
     return out
 
 
-def test_compress_anneals_the_fine_tune_alone(annealed_run):
+def test_compress_anneals_the_fine_tune_alone_by_default(annealed_run):
+    assert CompressSettings().finetune_lr_schedule == "cosine"
     report = json.loads((annealed_run / "report.json").read_text())
     history = report["history"]
     assert [len(history[p]) for p in ("warmstart", "student", "finetune")] == [2, 4, 2]
@@ -90,7 +91,7 @@ def test_a_fine_tune_resumed_mid_schedule_gives_the_same_student(tmp_path, monke
 def test_a_bad_schedule_is_refused_at_every_entry_point(tmp_path, capsys):
     with pytest.raises(ConfigError, match="finetune_lr_schedule must be one of constant, cosine, got 'linear'"):
         CompressSettings(finetune_lr_schedule="linear")
-    assert main(["compress", *RECIPE[:-3], "--finetune-lr-schedule", "step", "--quiet", "--out", str(tmp_path / "bad")]) == 2
+    assert main(["compress", *RECIPE[:-1], "--finetune-lr-schedule", "step", "--quiet", "--out", str(tmp_path / "bad")]) == 2
     assert "finetune_lr_schedule must be one of constant, cosine, got 'step'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
     with pytest.raises(ConfigError, match="finetune_lr_schedule must be one of constant, cosine"):
@@ -204,3 +205,30 @@ def test_a_study_run_anneals_the_kd_row_over_its_whole_budget(tmp_path, monkeypa
     assert rates == pytest.approx([1e-3] + [scheduled_lr(1e-3, "cosine", e, 4) for e in range(4)])  # the teacher's epoch, then KD
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "annealed by a cosine schedule over the epochs after each row's last pruning step" in summary
+
+
+def test_a_run_recorded_before_the_setting_existed_continues_and_repeats_at_a_constant_rate(tmp_path, monkeypatch):
+    from vs_plugin.cli.settings_args import read_config_file
+
+    original = fit_module.train_one_epoch
+
+    def interrupted(*args, **kwargs):
+        if kwargs.get("phase") == "finetune":
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    out = tmp_path / "old"
+    monkeypatch.setattr(fit_module, "train_one_epoch", interrupted)
+    assert main(["compress", *RECIPE, "--out", str(out)]) == 130
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
+    del checkpoint["settings"]["finetune_lr_schedule"]  # as an older vs-plugin wrote it
+    torch.save(checkpoint, out / "checkpoint.pt")
+    monkeypatch.setattr(fit_module, "train_one_epoch", original)
+    assert main(["compress", "--out", str(out), "--resume", "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["finetune_lr_schedule"] == "constant"
+    assert all("lr" not in r for r in report["history"]["finetune"])
+
+    del report["config"]["finetune_lr_schedule"]
+    (tmp_path / "old-report.json").write_text(json.dumps(report))
+    assert read_config_file(tmp_path / "old-report.json")["finetune_lr_schedule"] == "constant"

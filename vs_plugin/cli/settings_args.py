@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config_files import read_yaml
 from ..errors import ConfigError
-from ..pipeline.settings import CompressSettings
+from ..pipeline.settings import CompressSettings, with_recorded_defaults
 
 HELP = {
     "epochs": "student training epochs",
@@ -21,7 +21,7 @@ HELP = {
     "lr": "student learning rate (Adam)",
     "teacher_lr": "teacher learning rate (Adam)",
     "teacher_lr_schedule": "teacher learning-rate schedule: constant or cosine (annealed per epoch towards 0)",
-    "finetune_lr_schedule": "learning-rate schedule of the masked fine-tune: constant or cosine (annealed per epoch towards 0 over the fine-tune)",
+    "finetune_lr_schedule": "learning-rate schedule of the masked fine-tune: cosine (annealed per epoch towards 0 over the fine-tune) or constant",
     "seed": "random seed (initialisation, noise, shuffles, low-data subsets)",
     "device": "auto, cpu or cuda",
     "train_fraction": "fraction of the training set the student uses, in (0, 1] (low-data regime; stratified, fixed by --seed; a teacher trained here uses all of it)",
@@ -112,5 +112,5 @@ def read_config_file(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of setting names to values")
     if "config" in data and isinstance(data["config"], dict) and "format" in data:
-        data = data["config"]
+        data = with_recorded_defaults(data["config"])  # a report from before a default changed repeats its run
     return data

@@ -14,6 +14,7 @@ import torch
 
 from ..errors import CheckpointError
 from .outputs import CHECKPOINT
+from .settings import with_recorded_defaults
 
 
 def checkpoint_settings(out_dir: Path) -> dict:
@@ -28,7 +29,7 @@ def checkpoint_settings(out_dir: Path) -> dict:
     settings = checkpoint.get("settings") if isinstance(checkpoint, dict) else None
     if not isinstance(settings, dict):
         raise CheckpointError(f"{path} holds no settings record; is it a vs-plugin checkpoint?")
-    return dict(settings)
+    return with_recorded_defaults(settings)  # a checkpoint from before a default changed continues as it ran
 
 
 def resumed_values(saved: Mapping[str, Any], given: Mapping[str, Any], keys: Any) -> dict:

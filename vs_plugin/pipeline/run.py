@@ -39,7 +39,7 @@ from .phases import (
     CHECKPOINT_FORMAT, PhaseEnvironment, distributed_accuracy, phase_finished, to_device, phase_reached, train_student, train_teacher,
 )
 from .report import build_report
-from .settings import CompressSettings
+from .settings import CompressSettings, with_recorded_defaults
 from .validation import check_labels, check_models_fit_data, first_batch, infer_num_classes, resolve_device
 
 if TYPE_CHECKING:  # the adapter is imported only inside functions
@@ -124,7 +124,7 @@ def check_resumable(checkpoint: dict, current: dict, world_size: int, checkpoint
         if found == CHECKPOINT_FORMAT:  # a structured run was given a per-weight checkpoint
             raise CheckpointError(f"the checkpoint is not one of a structured run (format {found!r}); resume it without --structured")
         raise CheckpointError(f"the checkpoint has another format: {found!r}")
-    saved = checkpoint["settings"]
+    saved = with_recorded_defaults(checkpoint["settings"])
     differing = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
     if differing:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in differing)

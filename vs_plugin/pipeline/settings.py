@@ -26,6 +26,16 @@ AMP_MODES = ("off", "bf16", "fp16")
 RECIPES = ("auto", "variational", "three-phase")
 #: How a target is reached in the variational phase (see CompressSettings' docstring).
 PRUNE_SCHEDULES = ("gradual", "end")
+
+#: Settings whose default changed, with the value a run used when its record (checkpoint,
+#: ``report.json``) was written before the setting existed: ``--resume`` and ``--config
+#: report.json`` repeat such a run as it ran, not with today's default.
+RECORDED_BEFORE = {"finetune_lr_schedule": "constant"}
+
+
+def with_recorded_defaults(record: Mapping[str, Any]) -> dict:
+    """A saved settings record with :data:`RECORDED_BEFORE`'s values for the settings it lacks."""
+    return {**RECORDED_BEFORE, **dict(record)}
 #: Settings that may be None (unset) as well as a number.
 OPTIONAL_NUMBERS = ("init_log_sigma2", "min_init_log_alpha", "target_sparsity", "variational_kd_weight")
 #: Fields of the nested configs that are no flat setting (the BSR's layer mapping is found from the models).
@@ -122,8 +132,9 @@ class CompressSettings(FlatSettings):
     pruning on the paper MLP, worse on digits' short phases). ``variational_kd_weight`` (unset:
     ``kd_weight``) is the KD weight of the variational (or gate) phase alone; the warm start and
     the fine-tune keep ``kd_weight``. ``finetune_lr_schedule`` is the learning rate of the masked
-    fine-tune (three-phase and structured recipes): ``"constant"`` (the default) or ``"cosine"``,
-    annealed per epoch towards 0 over the fine-tune's epochs. ``kl_min_samples`` tempers the KL on small data (see
+    fine-tune (three-phase and structured recipes): ``"cosine"`` (the default), annealed per epoch
+    towards 0 over the fine-tune's epochs, or ``"constant"`` (``lr`` to the last step; what every
+    run recorded without this setting did, see :data:`RECORDED_BEFORE`). ``kl_min_samples`` tempers the KL on small data (see
     :class:`ObjectiveConfig`).
     """
 
@@ -157,7 +168,7 @@ class CompressSettings(FlatSettings):
     prune_ramp: float = 2 / 3
     kl_controller: bool = True
     variational_kd_weight: Optional[float] = None  # None: kd_weight in every phase
-    finetune_lr_schedule: str = "constant"
+    finetune_lr_schedule: str = "cosine"
     # measurement
     threshold_sweep: tuple[float, ...] = ()
     # image data: timm's training augmentation (folder:<path>, and resized in-memory data for a
