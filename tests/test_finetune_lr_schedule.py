@@ -53,6 +53,24 @@ def annealed_run(tmp_path_factory):
     return out
 
 
+def interrupted_in_the_fine_tune(out, monkeypatch, at_epoch: int) -> dict:
+    """Run RECIPE into ``out``, cut by Ctrl-C when fine-tune epoch ``at_epoch`` (1-based) starts; its checkpoint."""
+    calls = {"finetune": 0}
+    original = fit_module.train_one_epoch
+
+    def interrupted(*args, **kwargs):
+        if kwargs.get("phase") == "finetune":
+            calls["finetune"] += 1
+            if calls["finetune"] == at_epoch:
+                raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "train_one_epoch", interrupted)
+    assert main(["compress", *RECIPE, "--out", str(out)]) == 130
+    monkeypatch.setattr(fit_module, "train_one_epoch", original)
+    return torch.load(out / "checkpoint.pt", weights_only=False)
+
+
 def test_compress_anneals_the_fine_tune_alone_by_default(annealed_run):
     assert CompressSettings().finetune_lr_schedule == "cosine"
     report = json.loads((annealed_run / "report.json").read_text())
@@ -64,22 +82,9 @@ def test_compress_anneals_the_fine_tune_alone_by_default(annealed_run):
 
 
 def test_a_fine_tune_resumed_mid_schedule_gives_the_same_student(tmp_path, monkeypatch, annealed_run):
-    calls = {"finetune": 0}
-    original = fit_module.train_one_epoch
-
-    def interrupted(*args, **kwargs):
-        if kwargs.get("phase") == "finetune":
-            calls["finetune"] += 1
-            if calls["finetune"] == 2:  # the first fine-tune epoch is checkpointed, the second is cut
-                raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
     out = tmp_path / "run"
-    monkeypatch.setattr(fit_module, "train_one_epoch", interrupted)
-    assert main(["compress", *RECIPE, "--out", str(out)]) == 130
-    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
+    checkpoint = interrupted_in_the_fine_tune(out, monkeypatch, at_epoch=2)  # the first fine-tune epoch is checkpointed
     assert checkpoint["phase"] == "finetune" and checkpoint["epoch"] == 1
-    monkeypatch.setattr(fit_module, "train_one_epoch", original)
     assert main(["compress", *RECIPE, "--out", str(out), "--resume"]) == 0
     resumed = torch.load(out / "student.pt", weights_only=True)
     uninterrupted = torch.load(annealed_run / "student.pt", weights_only=True)
@@ -210,20 +215,10 @@ def test_a_study_run_anneals_the_kd_row_over_its_whole_budget(tmp_path, monkeypa
 def test_a_run_recorded_before_the_setting_existed_continues_and_repeats_at_a_constant_rate(tmp_path, monkeypatch):
     from vs_plugin.cli.settings_args import read_config_file
 
-    original = fit_module.train_one_epoch
-
-    def interrupted(*args, **kwargs):
-        if kwargs.get("phase") == "finetune":
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
     out = tmp_path / "old"
-    monkeypatch.setattr(fit_module, "train_one_epoch", interrupted)
-    assert main(["compress", *RECIPE, "--out", str(out)]) == 130
-    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
+    checkpoint = interrupted_in_the_fine_tune(out, monkeypatch, at_epoch=1)
     del checkpoint["settings"]["finetune_lr_schedule"]  # as an older vs-plugin wrote it
     torch.save(checkpoint, out / "checkpoint.pt")
-    monkeypatch.setattr(fit_module, "train_one_epoch", original)
     assert main(["compress", "--out", str(out), "--resume", "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["finetune_lr_schedule"] == "constant"
