@@ -27,10 +27,15 @@ RECIPES = ("auto", "variational", "three-phase")
 #: How a target is reached in the variational phase (see CompressSettings' docstring).
 PRUNE_SCHEDULES = ("gradual", "end")
 
-#: Settings whose default changed, with the value a run used when its record (checkpoint,
-#: ``report.json``) was written before the setting existed: ``--resume`` and ``--config
-#: report.json`` repeat such a run as it ran, not with today's default.
-RECORDED_BEFORE = {"finetune_lr_schedule": "constant"}
+#: Settings added after runs and studies were recorded, with the value such a run used: a
+#: checkpoint or ``report.json`` without the key continues (``--resume``) or repeats (``--config
+#: report.json``) as it ran, not with today's default (``finetune_lr_schedule`` changed it), and a
+#: study records a row's setting only when it differs (:mod:`vs_plugin.study.keys`), so finished
+#: studies still match.
+RECORDED_BEFORE = {
+    "prune_schedule": "end", "prune_ramp": 2 / 3, "variational_kd_weight": None, "teacher_lr_schedule": "constant",
+    "finetune_lr_schedule": "constant",
+}
 
 
 def with_recorded_defaults(record: Mapping[str, Any]) -> dict:
@@ -134,7 +139,8 @@ class CompressSettings(FlatSettings):
     the fine-tune keep ``kd_weight``. ``finetune_lr_schedule`` is the learning rate of the masked
     fine-tune (three-phase and structured recipes): ``"cosine"`` (the default), annealed per epoch
     towards 0 over the fine-tune's epochs, or ``"constant"`` (``lr`` to the last step; what every
-    run recorded without this setting did, see :data:`RECORDED_BEFORE`). ``kl_min_samples`` tempers the KL on small data (see
+    run recorded without this setting did, see :data:`RECORDED_BEFORE`). ``kl_min_samples``
+    tempers the KL on small data (see
     :class:`ObjectiveConfig`).
     """
 

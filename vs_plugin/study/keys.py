@@ -15,16 +15,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ConfigError
+from ..pipeline.settings import RECORDED_BEFORE
 from .config import StudyConfig, RowSpec
 
 TEACHER_FORMAT = "vs-plugin-experiment-teacher/1"
 
 #: Compress settings added after studies were finished, with the value that reproduces what ran
 #: before them: recorded in a row's inputs only when set otherwise, so older results still match.
-ADDED_SETTINGS = {
-    "prune_schedule": "end", "prune_ramp": 2 / 3, "variational_kd_weight": None, "teacher_lr_schedule": "constant",
-    "finetune_lr_schedule": "constant",
-}
+ADDED_SETTINGS = RECORDED_BEFORE
 
 
 def _plain(value: Any) -> Any:
